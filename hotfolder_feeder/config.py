@@ -1,0 +1,343 @@
+"""TOML configuration to typed settings: defaults, units and validation.
+
+Every key has a default, so an empty file (or no file) gives a working daemon that feeds one
+printer, `printer-1`, from folders under the current directory. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from . import quickp
+from .errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$")
+_SIZE_UNITS = {
+    None: 1, "B": 1,
+    "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4,
+    "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
+}  # fmt: skip
+
+
+def parse_duration(value: Any) -> float:
+    """Parse `"90s"`, `"15m"`, `"2h"`, `"500ms"` or a bare number of seconds into seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as \"90s\" or \"15m\", got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"expected a duration such as \"90s\" or \"15m\", got {value!r}")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative, got {value!r}")
+    return seconds
+
+
+def parse_size(value: Any) -> int:
+    """Parse `"32MiB"`, `"2GiB"`, `"500KB"` or a bare number of bytes into bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as \"32MiB\", got {value!r}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError(f"expected a size such as \"32MiB\" or \"2GiB\", got {value!r}")
+        size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    if size < 0:
+        raise ValueError(f"a size cannot be negative, got {value!r}")
+    return size
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """Split `"host:port"` (or `"[::1]:port"`) into host and port."""
+    host, separator, port = listen.rpartition(":")
+    if not separator or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen must look like \"127.0.0.1:8380\", got {listen!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthSettings(_Table):
+    tokens: list[str] = []
+    admin_tokens: list[str] = []
+    hmac_key: str | None = None
+    allowed_ips: list[str] = []
+
+
+class TlsSettings(_Table):
+    cert: Path | None = None
+    key: Path | None = None
+
+
+class ServerSettings(_Table):
+    listen: str = "127.0.0.1:8380"
+    path: str = "/kornitx/jobs"
+    max_body_size: Size = 32 * 1024**2
+    # With no push token the daemon only listens on loopback, unless this is set.
+    allow_open_push: bool = False
+    auth: AuthSettings = AuthSettings()
+    tls: TlsSettings = TlsSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> ServerSettings:
+        split_listen(self.listen)
+        if not self.path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {self.path!r}")
+        if (self.tls.cert is None) != (self.tls.key is None):
+            raise ValueError("tls needs both cert and key, or neither")
+        return self
+
+
+class StorageSettings(_Table):
+    state_dir: Path = Path("state")
+
+
+class DownloadSettings(_Table):
+    concurrency: int = Field(8, ge=1, le=256)
+    per_host: int = Field(8, ge=1, le=256)
+    connect_timeout: Duration = 10.0
+    read_timeout: Duration = 60.0
+    max_attempts: int = Field(8, ge=1, le=100)
+    backoff_max: Duration = 300.0
+    # 0 means no limit.
+    max_file_size: Size = 0
+    allowed_hosts: list[str] = []
+    allow_private_networks: bool = False
+    # How long a SIGTERM waits for running downloads before it puts them back to pending.
+    stop_timeout: Duration = 20.0
+
+
+class PrinterSettings(_Table):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    hotfolder: Path
+    staging: Path | None = None
+    watch: Literal["auto", "native", "polling", "off"] = "auto"
+    poll_interval: Duration = 2.0
+    require_mount: bool = False
+    # 0 means no limit.
+    max_waiting: int = Field(0, ge=0)
+    stall_after: Duration = 900.0
+    group: str | None = None
+    name_template: str = "{name}"
+    job_artwork_template: str = "{job_id}_{name}"
+
+    @model_validator(mode="after")
+    def _check_templates(self) -> PrinterSettings:
+        quickp.check_template(self.name_template)
+        quickp.check_template(self.job_artwork_template)
+        if self.poll_interval <= 0:
+            raise ValueError("poll_interval must be more than 0s")
+        return self
+
+    @property
+    def staging_dir(self) -> Path:
+        """The staging folder: as configured, else a dot-folder inside the hot folder."""
+        return self.staging if self.staging is not None else self.hotfolder / STAGING_DIR_NAME
+
+
+STAGING_DIR_NAME = ".hotfolder-feeder"
+
+MATCH_KEYS = (
+    "setup", "pallet", "sku", "mapped_sku", "description", "type", "kind", "ext",
+    "shipping_country", "shipping_carrier", "shipping_method",
+)  # fmt: skip
+
+
+class RuleSettings(_Table):
+    printer: str | None = None
+    group: str | None = None
+    setup: str | None = None
+    pallet: str | None = None
+    sku: str | None = None
+    mapped_sku: str | None = None
+    description: str | None = None
+    type: str | None = None
+    kind: Literal["artwork_processing", "consolidation"] | None = None
+    ext: str | None = None
+    shipping_country: str | None = None
+    shipping_carrier: str | None = None
+    shipping_method: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_as_text(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("type"), int):
+            return {**data, "type": str(data["type"])}
+        return data
+
+    @model_validator(mode="after")
+    def _check_target(self) -> RuleSettings:
+        if (self.printer is None) == (self.group is None):
+            raise ValueError("a rule needs exactly one of printer or group")
+        return self
+
+    def patterns(self) -> dict[str, str]:
+        """Return the match keys this rule sets, as key -> glob pattern."""
+        return {key: getattr(self, key) for key in MATCH_KEYS if getattr(self, key) is not None}
+
+
+class RoutingSettings(_Table):
+    default: str | None = None
+    rules: list[RuleSettings] = []
+
+
+class LogSettings(_Table):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(_Table):
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    download: DownloadSettings = DownloadSettings()
+    printers: list[PrinterSettings] = []
+    routing: RoutingSettings = RoutingSettings()
+    log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        names = [printer.name for printer in self.printers]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"printer names must be unique, repeated: {', '.join(duplicates)}")
+        if not self.printers:
+            raise ValueError("at least one [[printers]] entry is needed")
+        groups = {printer.group for printer in self.printers if printer.group}
+        _check_target(self.routing.default, None, names, groups, "routing.default")
+        for index, rule in enumerate(self.routing.rules):
+            _check_target(rule.printer, rule.group, names, groups, f"routing.rules[{index}]")
+        return self
+
+    def printer(self, name: str) -> PrinterSettings:
+        """Return the printer called `name`; raises KeyError when there is none."""
+        for printer in self.printers:
+            if printer.name == name:
+                return printer
+        raise KeyError(name)
+
+    def group_members(self, group: str) -> list[PrinterSettings]:
+        return [printer for printer in self.printers if printer.group == group]
+
+
+def _check_target(
+    printer: str | None, group: str | None, names: list[str], groups: set[str], where: str
+) -> None:
+    if printer is not None and printer not in names and printer not in groups:
+        raise ValueError(
+            f"{where} names printer {printer!r}, which is not configured; "
+            f"printers: {', '.join(names)}; groups: {', '.join(sorted(groups)) or 'none'}"
+        )
+    if group is not None and group not in groups:
+        raise ValueError(
+            f"{where} names group {group!r}, which no printer belongs to; "
+            f"groups: {', '.join(sorted(groups)) or 'none'}"
+        )
+
+
+EMBEDDED_DEFAULTS: dict[str, Any] = {
+    "printers": [{"name": "printer-1", "hotfolder": "hotfolders/printer-1"}],
+    "routing": {"default": "printer-1"},
+}
+
+
+def load(path: Path | None) -> Settings:
+    """Load settings from a TOML file, or the embedded defaults when `path` is None.
+
+    Relative paths in a file are taken from the file's folder, and from the current folder for
+    the embedded defaults. Raises ConfigError naming the file, the key and the problem.
+    """
+    if path is None:
+        return build(EMBEDDED_DEFAULTS, base=Path.cwd(), source="embedded defaults")
+
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    return build(raw, base=path.resolve().parent, source=str(path))
+
+
+def build(raw: dict[str, Any], base: Path, source: str) -> Settings:
+    """Validate a parsed TOML table and make its paths absolute against `base`."""
+    if "printers" not in raw:
+        raw = {**raw, "printers": EMBEDDED_DEFAULTS["printers"]}
+        if "default" not in raw.get("routing", {}):
+            raw["routing"] = {**raw.get("routing", {}), "default": "printer-1"}
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"invalid config in {source}:\n{describe(error)}") from None
+    return _absolute(settings, base)
+
+
+def describe(error: ValidationError) -> str:
+    """Turn pydantic's errors into one line per problem that names the TOML key."""
+    lines = []
+    for problem in error.errors():
+        key = _dotted(problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            table, _, name = key.rpartition(".")
+            where = f"table [{table}]" if table else "the top level"
+            lines.append(f"  {key}: unknown key {name!r} in {where}; check its spelling")
+        else:
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def _dotted(location: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _absolute(settings: Settings, base: Path) -> Settings:
+    def absolute(path: Path) -> Path:
+        return path if path.is_absolute() else base / path
+
+    printers = [
+        printer.model_copy(
+            update={
+                "hotfolder": absolute(printer.hotfolder),
+                "staging": absolute(printer.staging) if printer.staging else None,
+            }
+        )
+        for printer in settings.printers
+    ]
+    storage = settings.storage.model_copy(update={"state_dir": absolute(settings.storage.state_dir)})
+    return settings.model_copy(update={"printers": printers, "storage": storage})
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Return the settings as a dict with every secret replaced, for the start-up log line."""
+    data = settings.model_dump(mode="json")
+    auth = data["server"]["auth"]
+    auth["tokens"] = [_mask(token) for token in auth["tokens"]]
+    auth["admin_tokens"] = [_mask(token) for token in auth["admin_tokens"]]
+    auth["hmac_key"] = _mask(auth["hmac_key"]) if auth["hmac_key"] else None
+    return data
+
+
+def _mask(secret: str) -> str:
+    return f"<{len(secret)} characters>"
