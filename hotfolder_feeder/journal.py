@@ -1,0 +1,575 @@
+"""The journal: jobs, deliveries and their transitions in SQLite.
+
+The journal is the truth the daemon restarts from. It runs in WAL mode with `synchronous=FULL`,
+so a commit that returned survives a power cut. One connection lives on one dedicated thread;
+every call hops to it, so SQLite never blocks the event loop and writes never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Delivery states. `stalled` is a flag on `delivered`, not a state.
+PENDING = "pending"
+DOWNLOADING = "downloading"
+STAGED = "staged"
+DELIVERED = "delivered"
+PICKED_UP = "picked_up"
+FAILED = "failed"
+CANCELLED = "cancelled"
+WAITING_STATES = (PENDING, DOWNLOADING, STAGED, DELIVERED)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    pushes INTEGER NOT NULL DEFAULT 1,
+    items INTEGER NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    key TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    item_id INTEGER,
+    order_item_id INTEGER,
+    artwork_name TEXT NOT NULL,
+    url TEXT NOT NULL,
+    ext TEXT NOT NULL,
+    printer TEXT,
+    name TEXT,
+    path TEXT,
+    state TEXT NOT NULL,
+    stalled INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER,
+    sha256 TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    error TEXT,
+    staging_path TEXT,
+    handoff_intent INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    staged_at REAL,
+    delivered_at REAL,
+    picked_up_at REAL,
+    UNIQUE (job_id, key)
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_by_printer ON deliveries (printer, state);
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id INTEGER NOT NULL,
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS transitions_by_delivery ON transitions (delivery_id);
+"""
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A routed and named delivery, ready to be written with its job."""
+
+    key: str
+    position: int
+    item_id: int | None
+    order_item_id: int | None
+    artwork_name: str
+    url: str
+    ext: str
+    printer: str | None
+    name: str | None
+    state: str = PENDING
+    reason: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class AddResult:
+    duplicate: bool
+    deliveries: int
+    added: int
+    requeued: int
+
+
+class Journal:
+    """Owns the SQLite connection and its thread. Open with `await Journal.open(path)`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._connection: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: Path) -> Journal:
+        journal = cls(path)
+        await journal._run(journal._connect)
+        return journal
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._run(self._connection.close)
+            self._connection = None
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function, *args)
+
+    def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute("PRAGMA busy_timeout=5000")
+        connection.executescript(SCHEMA)
+        self._connection = connection
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        assert self._connection is not None, "journal is closed"
+        return self._connection
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    # Writing jobs
+
+    async def add_job(
+        self, job_id: int, kind: str, payload: str, items: int, deliveries: Sequence[NewDelivery]
+    ) -> AddResult:
+        """Write a pushed job and its deliveries in one durable transaction.
+
+        A job id seen before is a re-push: only deliveries with new keys are added, failed ones
+        go back to pending, and nothing that is waiting or picked up is touched.
+        """
+        return await self._run(self._transaction, lambda db: _add_job(db, job_id, kind, payload, items, deliveries))
+
+    async def known_keys(self, job_id: int) -> set[str]:
+        def read() -> set[str]:
+            rows = self._db.execute("SELECT key FROM deliveries WHERE job_id = ?", (job_id,))
+            return {row["key"] for row in rows}
+
+        return await self._run(read)
+
+    # Moving deliveries through their states
+
+    async def claim_due(self, now: float, limit: int, printers: Iterable[str]) -> list[sqlite3.Row]:
+        """Mark up to `limit` due pending deliveries as downloading and return them.
+
+        Order: the job's arrival, then the file's place in the job.
+        """
+        names = list(printers)
+
+        def claim(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            marks = ",".join("?" * len(names))
+            rows = db.execute(
+                f"""SELECT d.* FROM deliveries d JOIN jobs j ON j.id = d.job_id
+                    WHERE d.state = ? AND d.next_attempt_at <= ? AND d.printer IN ({marks})
+                    ORDER BY j.received_at, d.job_id, d.position LIMIT ?""",
+                (PENDING, now, *names, limit),
+            ).fetchall()
+            for row in rows:
+                _set_state(db, row["id"], DOWNLOADING, now)
+            return rows
+
+        if limit <= 0 or not names:
+            return []
+        return await self._run(self._transaction, claim)
+
+    async def mark_staged(self, delivery_id: int, staging_path: str, size: int, sha256: str) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            now = time.time()
+            db.execute(
+                "UPDATE deliveries SET staging_path = ?, bytes = ?, sha256 = ?, staged_at = ?, "
+                "error = NULL, reason = NULL WHERE id = ?",
+                (staging_path, size, sha256, now, delivery_id),
+            )
+            _set_state(db, delivery_id, STAGED, now, f"{size} bytes")
+
+        await self._run(self._transaction, write)
+
+    async def mark_attempt(self, delivery_id: int, attempts: int) -> None:
+        await self._run(
+            self._transaction,
+            lambda db: db.execute("UPDATE deliveries SET attempts = ? WHERE id = ?", (attempts, delivery_id)),
+        )
+
+    async def mark_retry(self, delivery_id: int, error: str, reason: str, retry_at: float) -> None:
+        """Put a delivery back to pending after a transient failure, due again at `retry_at`."""
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE deliveries SET error = ?, reason = ?, next_attempt_at = ? WHERE id = ?",
+                (error, reason, retry_at, delivery_id),
+            )
+            _set_state(db, delivery_id, PENDING, time.time(), f"{reason}: {error}")
+
+        await self._run(self._transaction, write)
+
+    async def mark_failed(self, delivery_id: int, reason: str, error: str) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE deliveries SET error = ?, reason = ?, staging_path = NULL WHERE id = ?",
+                (error, reason, delivery_id),
+            )
+            _set_state(db, delivery_id, FAILED, time.time(), f"{reason}: {error}")
+
+        await self._run(self._transaction, write)
+
+    async def staged(self, printer: str) -> list[sqlite3.Row]:
+        """Return the staged deliveries of a printer in the order they should be handed off."""
+
+        def read() -> list[sqlite3.Row]:
+            return self._db.execute(
+                """SELECT d.* FROM deliveries d JOIN jobs j ON j.id = d.job_id
+                   WHERE d.printer = ? AND d.state = ?
+                   ORDER BY j.received_at, d.job_id, d.position""",
+                (printer, STAGED),
+            ).fetchall()
+
+        return await self._run(read)
+
+    async def mark_handoff_intent(self, delivery_id: int, path: str) -> None:
+        """Record that the staged file is about to be renamed to `path`, before the rename."""
+        await self._run(
+            self._transaction,
+            lambda db: db.execute(
+                "UPDATE deliveries SET handoff_intent = 1, path = ? WHERE id = ?", (path, delivery_id)
+            ),
+        )
+
+    async def mark_delivered(self, delivery_id: int, at: float) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE deliveries SET delivered_at = ?, handoff_intent = 0, staging_path = NULL "
+                "WHERE id = ?",
+                (at, delivery_id),
+            )
+            _set_state(db, delivery_id, DELIVERED, at)
+
+        await self._run(self._transaction, write)
+
+    async def mark_picked_up(self, delivery_ids: Sequence[int], at: float) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            for delivery_id in delivery_ids:
+                db.execute("UPDATE deliveries SET picked_up_at = ? WHERE id = ?", (at, delivery_id))
+                _set_state(db, delivery_id, PICKED_UP, at)
+
+        if delivery_ids:
+            await self._run(self._transaction, write)
+
+    async def mark_stalled(self, delivery_id: int) -> None:
+        await self._run(
+            self._transaction,
+            lambda db: db.execute("UPDATE deliveries SET stalled = 1 WHERE id = ?", (delivery_id,)),
+        )
+
+    async def delivered(self, printer: str) -> list[sqlite3.Row]:
+        """Return the deliveries of a printer that sit in its hot folder, not yet picked up."""
+
+        def read() -> list[sqlite3.Row]:
+            return self._db.execute(
+                "SELECT id, job_id, name, path, delivered_at, stalled FROM deliveries "
+                "WHERE printer = ? AND state = ?",
+                (printer, DELIVERED),
+            ).fetchall()
+
+        return await self._run(read)
+
+    async def active_ids(self, printer: str) -> set[int]:
+        """Return the ids of a printer's deliveries that may own a staging file."""
+
+        def read() -> set[int]:
+            rows = self._db.execute(
+                "SELECT id FROM deliveries WHERE printer = ? AND state IN (?, ?, ?)",
+                (printer, PENDING, DOWNLOADING, STAGED),
+            )
+            return {row["id"] for row in rows}
+
+        return await self._run(read)
+
+    # Restart and operator actions
+
+    async def recover(self) -> list[sqlite3.Row]:
+        """Put interrupted downloads back to pending; return the staged deliveries to check."""
+
+        def write(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            now = time.time()
+            interrupted = db.execute("SELECT id FROM deliveries WHERE state = ?", (DOWNLOADING,))
+            for row in interrupted.fetchall():
+                _set_state(db, row["id"], PENDING, now, "interrupted by a stop")
+            return db.execute("SELECT * FROM deliveries WHERE state = ?", (STAGED,)).fetchall()
+
+        return await self._run(self._transaction, write)
+
+    async def requeue(self, delivery_ids: Sequence[int], detail: str) -> None:
+        """Put deliveries back to pending, due now, keeping their staging file for a resume."""
+
+        def write(db: sqlite3.Connection) -> None:
+            now = time.time()
+            for delivery_id in delivery_ids:
+                db.execute(
+                    "UPDATE deliveries SET next_attempt_at = 0, handoff_intent = 0 WHERE id = ?",
+                    (delivery_id,),
+                )
+                _set_state(db, delivery_id, PENDING, now, detail)
+
+        if delivery_ids:
+            await self._run(self._transaction, write)
+
+    async def retry_job(self, job_id: int, route: Route) -> int:
+        """Put the failed deliveries of a job back to pending; return how many.
+
+        `route` gives the printer and file name for a delivery that failed as unroutable, so a
+        fixed config takes effect; it returns None while the delivery is still unroutable.
+        """
+
+        def write(db: sqlite3.Connection) -> int:
+            rows = db.execute(
+                "SELECT * FROM deliveries WHERE job_id = ? AND state = ?", (job_id, FAILED)
+            ).fetchall()
+            return sum(_requeue_failed(db, row, route) for row in rows)
+
+        return await self._run(self._transaction, write)
+
+    async def payload(self, job_id: int) -> str | None:
+        """Return the JSON body of a job's latest push, or None when the job is not known."""
+
+        def read() -> str | None:
+            row = self._db.execute("SELECT payload FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return None if row is None else str(row["payload"])
+
+        return await self._run(read)
+
+    async def job_exists(self, job_id: int) -> bool:
+        def read() -> bool:
+            row = self._db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return row is not None
+
+        return await self._run(read)
+
+    # Reading for the API
+
+    async def waiting_counts(self) -> dict[str, int]:
+        """Return, per printer, how many deliveries are not yet picked up, failed or cancelled."""
+
+        def read() -> dict[str, int]:
+            marks = ",".join("?" * len(WAITING_STATES))
+            rows = self._db.execute(
+                f"SELECT printer, COUNT(*) AS n FROM deliveries WHERE state IN ({marks}) "
+                "GROUP BY printer",
+                WAITING_STATES,
+            )
+            return {row["printer"]: row["n"] for row in rows if row["printer"]}
+
+        return await self._run(read)
+
+    async def printer_counts(self) -> dict[str, dict[str, int]]:
+        """Return, per printer, the number of deliveries in each state, and stalled ones."""
+
+        def read() -> dict[str, dict[str, int]]:
+            counts: dict[str, dict[str, int]] = {}
+            rows = self._db.execute(
+                "SELECT printer, state, COUNT(*) AS n, SUM(stalled) AS stalled FROM deliveries "
+                "GROUP BY printer, state"
+            )
+            for row in rows:
+                printer = counts.setdefault(row["printer"] or "", {})
+                printer[row["state"]] = row["n"]
+                if row["state"] == DELIVERED:
+                    printer["stalled"] = row["stalled"] or 0
+            return counts
+
+        return await self._run(read)
+
+    async def jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Return the newest jobs with their delivery counts by state."""
+
+        def read() -> list[dict[str, Any]]:
+            jobs = self._db.execute(
+                "SELECT id, kind, received_at, pushes, items FROM jobs "
+                "ORDER BY received_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [self._job_summary(row) for row in jobs]
+
+        return await self._run(read)
+
+    def _job_summary(self, job: sqlite3.Row) -> dict[str, Any]:
+        rows = self._db.execute(
+            "SELECT state, COUNT(*) AS n FROM deliveries WHERE job_id = ? GROUP BY state",
+            (job["id"],),
+        )
+        counts = {row["state"]: row["n"] for row in rows}
+        return {**dict(job), "state": job_state(counts), "counts": counts}
+
+    async def job(self, job_id: int) -> dict[str, Any] | None:
+        """Return one job with all its deliveries, or None when it is not known."""
+
+        def read() -> dict[str, Any] | None:
+            job = self._db.execute(
+                "SELECT id, kind, received_at, pushes, items FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if job is None:
+                return None
+            deliveries = self._db.execute(
+                "SELECT * FROM deliveries WHERE job_id = ? ORDER BY position", (job_id,)
+            ).fetchall()
+            summary = self._job_summary(job)
+            summary["deliveries"] = [dict(row) for row in deliveries]
+            return summary
+
+        return await self._run(read)
+
+    async def check_writable(self) -> None:
+        """Write and roll back a row, so a full disk or a read-only journal raises here."""
+
+        def probe(db: sqlite3.Connection) -> None:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS probe (x)")
+            db.execute("INSERT INTO probe VALUES (1)")
+            raise _Rollback
+
+        try:
+            await self._run(self._transaction, probe)
+        except _Rollback:
+            pass
+
+
+class _Rollback(Exception):
+    """Raised inside a transaction to roll it back on purpose."""
+
+
+def job_state(counts: dict[str, int]) -> str:
+    """Derive a job's state from the number of its deliveries in each state."""
+    active = sum(counts.get(state, 0) for state in (PENDING, DOWNLOADING, STAGED))
+    live = sum(n for state, n in counts.items() if state != CANCELLED)
+    if counts and not live:
+        return "cancelled"
+    if active:
+        return "in_progress"
+    if counts.get(FAILED):
+        return "failed"
+    if counts.get(DELIVERED):
+        return "delivered"
+    return "completed"
+
+
+def _add_job(
+    db: sqlite3.Connection,
+    job_id: int,
+    kind: str,
+    payload: str,
+    items: int,
+    deliveries: Sequence[NewDelivery],
+) -> AddResult:
+    now = time.time()
+    duplicate = db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is not None
+    if duplicate:
+        db.execute(
+            "UPDATE jobs SET pushes = pushes + 1, payload = ?, items = ? WHERE id = ?",
+            (payload, items, job_id),
+        )
+    else:
+        db.execute(
+            "INSERT INTO jobs (id, kind, received_at, items, payload) VALUES (?, ?, ?, ?, ?)",
+            (job_id, kind, now, items, payload),
+        )
+
+    added = sum(_insert_delivery(db, job_id, delivery, now) for delivery in deliveries)
+    requeued = _requeue_failed_of_job(db, job_id) if duplicate else 0
+    total = db.execute("SELECT COUNT(*) FROM deliveries WHERE job_id = ?", (job_id,)).fetchone()[0]
+    return AddResult(duplicate=duplicate, deliveries=total, added=added, requeued=requeued)
+
+
+def _insert_delivery(db: sqlite3.Connection, job_id: int, delivery: NewDelivery, now: float) -> int:
+    cursor = db.execute(
+        """INSERT OR IGNORE INTO deliveries
+           (job_id, key, position, item_id, order_item_id, artwork_name, url, ext, printer, name,
+            state, reason, error, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            job_id, delivery.key, delivery.position, delivery.item_id, delivery.order_item_id,
+            delivery.artwork_name, delivery.url, delivery.ext, delivery.printer, delivery.name,
+            delivery.state, delivery.reason, delivery.error, now, now,
+        ),
+    )  # fmt: skip
+    if cursor.rowcount == 0:
+        return 0
+    _log_transition(db, cursor.lastrowid or 0, delivery.state, now, delivery.reason)
+    return 1
+
+
+def _requeue_failed_of_job(db: sqlite3.Connection, job_id: int) -> int:
+    """Put the failed deliveries of a re-pushed job back to pending if they have a printer."""
+    rows = db.execute(
+        "SELECT * FROM deliveries WHERE job_id = ? AND state = ?", (job_id, FAILED)
+    ).fetchall()
+    return sum(_requeue_failed(db, row, lambda row: None) for row in rows)
+
+
+Route = Callable[[sqlite3.Row], tuple[str, str] | None]
+
+
+def _requeue_failed(db: sqlite3.Connection, row: sqlite3.Row, route: Route) -> int:
+    if row["printer"]:
+        printer, name = row["printer"], row["name"]
+    else:
+        routed = route(row)
+        if routed is None:
+            return 0
+        printer, name = routed
+    db.execute(
+        "UPDATE deliveries SET printer = ?, name = ?, attempts = 0, next_attempt_at = 0, "
+        "reason = NULL WHERE id = ?",
+        (printer, name, row["id"]),
+    )
+    _set_state(db, row["id"], PENDING, time.time(), "retry")
+    return 1
+
+
+def _set_state(
+    db: sqlite3.Connection, delivery_id: int, state: str, at: float, detail: str | None = None
+) -> None:
+    db.execute(
+        "UPDATE deliveries SET state = ?, updated_at = ? WHERE id = ?", (state, at, delivery_id)
+    )
+    _log_transition(db, delivery_id, state, at, detail)
+
+
+def _log_transition(
+    db: sqlite3.Connection, delivery_id: int, state: str, at: float, detail: str | None
+) -> None:
+    db.execute(
+        "INSERT INTO transitions (delivery_id, at, state, detail) VALUES (?, ?, ?, ?)",
+        (delivery_id, at, state, detail),
+    )
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
