@@ -1,0 +1,289 @@
+"""The `hotfolder-feeder` command: run the daemon, check a config, and talk to a running daemon.
+
+Exit codes: 0 success, 1 a command failed (for example the daemon is not reachable), 2 usage
+error or invalid config, 3 the daemon failed to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+
+from . import __version__, config, logs
+from .config import Settings
+from .errors import ConfigError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_START_FAILED = 3
+
+CONFIG_ENV = "HOTFOLDER_FEEDER_CONFIG"
+URL_ENV = "HOTFOLDER_FEEDER_URL"
+TOKEN_ENV = "HOTFOLDER_FEEDER_TOKEN"
+
+log = structlog.get_logger("hotfolder_feeder.cli")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    if not hasattr(arguments, "run"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(arguments.run(arguments))
+    except ConfigError as error:
+        print(f"hotfolder-feeder: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hotfolder-feeder",
+        description="Feed Kornit QuickP hot folders from KornitX production pushes.",
+    )
+    parser.add_argument("--version", action="version", version=f"hotfolder-feeder {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the daemon")
+    _add_config(serve)
+    serve.set_defaults(run=run_serve)
+
+    check = commands.add_parser("check-config", help="validate a config and check its hot folders")
+    check.add_argument("file", type=Path, help="the TOML config file")
+    check.set_defaults(run=run_check_config)
+
+    push = commands.add_parser("push", help="send a saved job JSON to the daemon, as KornitX would")
+    push.add_argument("file", type=Path, help="the job JSON file")
+    push.add_argument("--url", help="the push URL (default: the daemon's, from the config)")
+    _add_client(push)
+    push.set_defaults(run=run_push)
+
+    status = commands.add_parser("status", help="show the printers of a running daemon")
+    _add_client(status)
+    status.set_defaults(run=run_status)
+
+    jobs = commands.add_parser("jobs", help="list jobs, or show one job with its deliveries")
+    jobs.add_argument("job_id", nargs="?", type=int, help="show this job in full")
+    _add_client(jobs)
+    jobs.set_defaults(run=run_jobs)
+
+    retry = commands.add_parser("retry", help="put the failed deliveries of a job back to pending")
+    retry.add_argument("job_id", type=int)
+    _add_client(retry)
+    retry.set_defaults(run=run_retry)
+
+    demo = commands.add_parser("demo", help="run the whole flow on this machine with example jobs")
+    demo.add_argument("--keep", action="store_true", help="keep running after the jobs complete, until Ctrl+C")
+    demo.set_defaults(run=run_demo)
+    return parser
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, help=f"TOML config file (default: ${CONFIG_ENV}, else embedded defaults)"
+    )
+
+
+def _add_client(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    parser.add_argument("--server", help=f"the daemon's base URL (default: ${URL_ENV}, else from the config)")
+    parser.add_argument("--token", help=f"API token (default: ${TOKEN_ENV}, else from the config)")
+    parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
+
+
+def load_settings(arguments: argparse.Namespace) -> Settings:
+    """Load settings in order: the --config flag, then $HOTFOLDER_FEEDER_CONFIG, then defaults."""
+    path = arguments.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    return config.load(path)
+
+
+# serve
+
+
+def run_serve(arguments: argparse.Namespace) -> int:
+    settings = load_settings(arguments)
+    logs.configure(settings.log.level, settings.log.format)
+    log.info("config_loaded", source=str(arguments.config or "embedded defaults"), settings=config.redacted(settings))
+    return asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings) -> int:
+    """Run the daemon until SIGTERM or SIGINT; a second SIGINT exits at once."""
+    from .daemon import Daemon
+
+    daemon = Daemon(settings)
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    try:
+        await daemon.start()
+    except (ConfigError, OSError) as error:
+        log.error("start_failed", error=str(error))
+        await daemon.stop()
+        return EXIT_USAGE if isinstance(error, ConfigError) else EXIT_START_FAILED
+    await stop.wait()
+    log.info("stopping")
+    await daemon.stop()
+    return EXIT_OK
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_interrupt() -> None:
+        if stop.is_set():
+            print("hotfolder-feeder: second interrupt, exiting at once", file=sys.stderr)
+            os._exit(EXIT_FAILED)
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+
+
+# check-config
+
+
+def run_check_config(arguments: argparse.Namespace) -> int:
+    from .checks import check_settings
+
+    settings = config.load(arguments.file)
+    problems = check_settings(settings, sys.stdout)
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+# Client commands
+
+
+def _base_url(arguments: argparse.Namespace, settings: Settings) -> str:
+    if arguments.server:
+        return str(arguments.server).rstrip("/")
+    if os.environ.get(URL_ENV):
+        return os.environ[URL_ENV].rstrip("/")
+    host, port = config.split_listen(settings.server.listen)
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    scheme = "https" if settings.server.tls.cert else "http"
+    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def _token(arguments: argparse.Namespace, accepted: list[str]) -> str | None:
+    return arguments.token or os.environ.get(TOKEN_ENV) or (accepted[0] if accepted else None)
+
+
+async def _request(method: str, url: str, token: str | None, body: bytes | None = None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with session.request(method, url, data=body, headers=headers) as response:
+            text = await response.text()
+            try:
+                return response.status, json.loads(text)
+            except json.JSONDecodeError:
+                return response.status, {"error": text}
+
+
+def _call(method: str, url: str, token: str | None, body: bytes | None = None) -> tuple[int, Any]:
+    try:
+        return asyncio.run(_request(method, url, token, body))
+    except aiohttp.ClientError as error:
+        print(f"hotfolder-feeder: cannot reach the daemon at {url}: {error}; is it running?", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED) from None
+
+
+def run_push(arguments: argparse.Namespace) -> int:
+    settings = load_settings(arguments)
+    try:
+        body = arguments.file.read_bytes()
+    except OSError as error:
+        print(f"hotfolder-feeder: cannot read {arguments.file}: {error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    url = arguments.url or _base_url(arguments, settings) + settings.server.path
+    status, answer = _call("POST", url, _token(arguments, settings.server.auth.tokens), body)
+    print(json.dumps(answer, indent=2))
+    return EXIT_OK if status in (200, 202) else EXIT_FAILED
+
+
+def run_status(arguments: argparse.Namespace) -> int:
+    settings = load_settings(arguments)
+    token = _token(arguments, settings.server.auth.admin_tokens or settings.server.auth.tokens)
+    status, answer = _call("GET", _base_url(arguments, settings) + "/api/printers", token)
+    if status != 200 or arguments.json:
+        print(json.dumps(answer, indent=2))
+        return EXIT_OK if status == 200 else EXIT_FAILED
+    rows = [
+        [p["name"], p["state"], p["watch"], *(str(p["counts"].get(s, 0)) for s in _COUNTED), p["outage"] or ""]
+        for p in answer["printers"]
+    ]
+    print(_table(["printer", "state", "watch", *_COUNTED, "outage"], rows))
+    return EXIT_OK
+
+
+_COUNTED = ("pending", "downloading", "staged", "delivered", "picked_up", "failed")
+
+
+def run_jobs(arguments: argparse.Namespace) -> int:
+    settings = load_settings(arguments)
+    token = _token(arguments, settings.server.auth.admin_tokens or settings.server.auth.tokens)
+    path = f"/api/jobs/{arguments.job_id}" if arguments.job_id is not None else "/api/jobs"
+    status, answer = _call("GET", _base_url(arguments, settings) + path, token)
+    if status != 200 or arguments.json:
+        print(json.dumps(answer, indent=2))
+        return EXIT_OK if status == 200 else EXIT_FAILED
+    if arguments.job_id is None:
+        rows = [[str(j["id"]), j["state"], j["received_at"], _counts(j["counts"])] for j in answer["jobs"]]
+        print(_table(["job", "state", "received", "deliveries"], rows))
+    else:
+        print(f"job {answer['id']} ({answer['kind']}): {answer['state']}, received {answer['received_at']}")
+        rows = [
+            [str(d["id"]), d["printer"] or "-", d["state"] + (" (stalled)" if d["stalled"] else ""), d["name"] or d["artwork_name"], d["error"] or ""]
+            for d in answer["deliveries"]
+        ]
+        print(_table(["delivery", "printer", "state", "file", "error"], rows))
+    return EXIT_OK
+
+
+def run_retry(arguments: argparse.Namespace) -> int:
+    settings = load_settings(arguments)
+    token = _token(arguments, settings.server.auth.admin_tokens or settings.server.auth.tokens)
+    url = f"{_base_url(arguments, settings)}/api/jobs/{arguments.job_id}/retry"
+    status, answer = _call("POST", url, token)
+    print(json.dumps(answer, indent=2) if arguments.json or status != 200 else f"{answer['retried']} deliveries put back to pending")
+    return EXIT_OK if status == 200 else EXIT_FAILED
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+# demo
+
+
+def run_demo(arguments: argparse.Namespace) -> int:
+    from .demo import run
+
+    logs.configure("warning", "console")
+    return asyncio.run(run(keep=arguments.keep))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

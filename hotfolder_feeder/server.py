@@ -1,0 +1,282 @@
+"""The HTTP interface: the KornitX push, the operators' API, health checks and the dashboard."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+from . import kornitx
+from .errors import PayloadError
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = structlog.get_logger("hotfolder_feeder.server")
+
+DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(daemon: Daemon) -> web.Application:
+    settings = daemon.settings.server
+    app = web.Application(
+        client_max_size=settings.max_body_size, middlewares=[_json_errors], handler_args={"access_log": None}
+    )
+    app[DAEMON_KEY] = daemon
+    app.router.add_post(settings.path, receive_job)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/jobs", list_jobs)
+    app.router.add_get("/api/jobs/{job_id}", show_job)
+    app.router.add_post("/api/jobs/{job_id}/retry", retry_job)
+    app.router.add_get("/api/printers", list_printers)
+    app.router.add_get("/", dashboard)
+    return app
+
+
+def error_response(status: int, field: str | None, reason: str) -> web.Response:
+    body = {"error": web.Response(status=status).reason, "field": field, "reason": reason}
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every error as JSON, so the platform and scripts can read it."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge as error:
+        return error_response(413, "$", f"body is larger than max_body_size ({error.max_size} bytes)")
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return error_response(error.status, None, error.text or error.reason)
+
+
+# Authentication
+
+
+def presented_token(request: web.Request) -> str | None:
+    """Return the token a request carries: `?token=`, a Bearer token or a Basic password."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic" and value.strip():
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return request.query.get("token") or None
+
+
+def token_matches(presented: str | None, accepted: list[str]) -> bool:
+    """Compare in constant time against every accepted token, so timing reveals nothing."""
+    if presented is None:
+        return False
+    found = False
+    for token in accepted:
+        found |= hmac.compare_digest(presented.encode(), token.encode())
+    return found
+
+
+def _authorize(request: web.Request, accepted: list[str]) -> web.Response | None:
+    if not accepted:
+        return None
+    if token_matches(presented_token(request), accepted):
+        return None
+    log.warning("request_rejected", remote=request.remote, path=request.path, reason="missing or invalid token")
+    response = error_response(401, None, "missing or invalid token")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="hotfolder-feeder"'
+    return response
+
+
+def _admin_tokens(request: web.Request) -> list[str]:
+    auth = request.app[DAEMON_KEY].settings.server.auth
+    return auth.admin_tokens or auth.tokens
+
+
+# The push
+
+
+async def receive_job(request: web.Request) -> web.Response:
+    """Validate a pushed job, commit it to the journal, then answer 202 (or 200 for a re-push)."""
+    daemon = request.app[DAEMON_KEY]
+    rejection = _authorize(request, daemon.settings.server.auth.tokens)
+    if rejection is not None:
+        return rejection
+
+    body = await request.read()
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        return error_response(400, "$", "body is not UTF-8 text")
+    except json.JSONDecodeError as error:
+        return error_response(400, "$", f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}")
+
+    try:
+        job = kornitx.parse_job(data)
+    except PayloadError as error:
+        log.warning("job_rejected", remote=request.remote, field=error.path, reason=error.reason)
+        return error_response(422, error.path, error.reason)
+
+    try:
+        result = await daemon.receive(job, body.decode("utf-8"))
+    except sqlite3.Error as error:
+        log.error("journal_write_failed", job_id=job.id, error=str(error))
+        return error_response(503, None, "the journal cannot be written; send the job again later")
+
+    answer: dict[str, Any] = {"job_id": job.id, "duplicate": result.duplicate, "deliveries": result.deliveries}
+    if result.duplicate:
+        answer["added"] = result.added
+        return web.json_response(answer, status=200)
+    return web.json_response(answer, status=202)
+
+
+# Health
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Answer 200 when the journal is writable and every printer is reachable and watched."""
+    problems = await request.app[DAEMON_KEY].readiness_problems()
+    if problems:
+        return web.json_response({"status": "not ready", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+# The operators' API
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    rejection = _authorize(request, _admin_tokens(request))
+    if rejection is not None:
+        return rejection
+    limit = _int_query(request, "limit", 100)
+    jobs = await request.app[DAEMON_KEY].journal.jobs(limit)
+    return web.json_response({"jobs": [_job_summary(job) for job in jobs]})
+
+
+async def show_job(request: web.Request) -> web.Response:
+    rejection = _authorize(request, _admin_tokens(request))
+    if rejection is not None:
+        return rejection
+    job_id = _job_id(request)
+    job = await request.app[DAEMON_KEY].journal.job(job_id)
+    if job is None:
+        return error_response(404, None, f"job {job_id} is not known")
+    summary = _job_summary(job)
+    summary["deliveries"] = [_delivery(row) for row in job["deliveries"]]
+    return web.json_response(summary)
+
+
+async def retry_job(request: web.Request) -> web.Response:
+    rejection = _authorize(request, _admin_tokens(request))
+    if rejection is not None:
+        return rejection
+    job_id = _job_id(request)
+    daemon = request.app[DAEMON_KEY]
+    if not await daemon.journal.job_exists(job_id):
+        return error_response(404, None, f"job {job_id} is not known")
+    count = await daemon.retry(job_id)
+    return web.json_response({"job_id": job_id, "retried": count})
+
+
+async def list_printers(request: web.Request) -> web.Response:
+    rejection = _authorize(request, _admin_tokens(request))
+    if rejection is not None:
+        return rejection
+    return web.json_response({"printers": await request.app[DAEMON_KEY].printers()})
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    return web.Response(text=DASHBOARD, content_type="text/html")
+
+
+def _job_id(request: web.Request) -> int:
+    text = request.match_info["job_id"]
+    if not text.isdigit():
+        raise web.HTTPBadRequest(text=f"job id must be a number, got {text[:50]!r}")
+    return int(text)
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not 0 < int(text) <= 10_000:
+        raise web.HTTPBadRequest(text=f"{name} must be a number from 1 to 10000, got {text[:50]!r}")
+    return int(text)
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _job_summary(job: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": job["id"],
+        "kind": job["kind"],
+        "state": job["state"],
+        "received_at": iso_time(job["received_at"]),
+        "pushes": job["pushes"],
+        "items": job["items"],
+        "counts": job["counts"],
+    }
+
+
+def _delivery(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "item_id": row["item_id"],
+        "order_item_id": row["order_item_id"],
+        "name": row["name"],
+        "artwork_name": row["artwork_name"],
+        "printer": row["printer"],
+        "path": row["path"],
+        "state": row["state"],
+        "stalled": bool(row["stalled"]),
+        "bytes": row["bytes"],
+        "sha256": row["sha256"],
+        "attempts": row["attempts"],
+        "reason": row["reason"],
+        "error": row["error"],
+        "created_at": iso_time(row["created_at"]),
+        "staged_at": iso_time(row["staged_at"]),
+        "delivered_at": iso_time(row["delivered_at"]),
+        "picked_up_at": iso_time(row["picked_up_at"]),
+    }
+
+
+DASHBOARD = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>hotfolder-feeder</title>
+<style>body{font:18px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse}
+td,th{padding:.3em .8em;border-bottom:1px solid #ccc;text-align:left}</style></head>
+<body><h1>hotfolder-feeder</h1><div id="printers"></div><h2>Jobs</h2><div id="jobs"></div>
+<script>
+async function get(path){const r=await fetch(path);return r.ok?r.json():{}}
+function row(cells){return "<tr>"+cells.map(c=>"<td>"+String(c??"").replace(/</g,"&lt;")+"</td>").join("")+"</tr>"}
+async function refresh(){
+ const p=await get("/api/printers");const j=await get("/api/jobs");
+ document.getElementById("printers").innerHTML="<table><tr><th>printer</th><th>state</th><th>watch</th><th>waiting</th><th>picked up</th></tr>"+
+  (p.printers||[]).map(x=>row([x.name,x.outage?"outage: "+x.outage:x.state,x.watch,(x.counts.delivered||0),(x.counts.picked_up||0)])).join("")+"</table>";
+ document.getElementById("jobs").innerHTML="<table><tr><th>job</th><th>state</th><th>received</th><th>deliveries</th></tr>"+
+  (j.jobs||[]).map(x=>row([x.id,x.state,x.received_at,JSON.stringify(x.counts)])).join("")+"</table>";
+}
+refresh();setInterval(refresh,2000);
+</script></body></html>
+"""
