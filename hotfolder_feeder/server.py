@@ -53,8 +53,9 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     """Answer every error as JSON, so the platform and scripts can read it."""
     try:
         return await handler(request)
-    except web.HTTPRequestEntityTooLarge as error:
-        return error_response(413, "$", f"body is larger than max_body_size ({error.max_size} bytes)")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[DAEMON_KEY].settings.server.max_body_size
+        return error_response(413, "$", f"body is larger than [server] max_body_size ({limit} bytes)")
     except web.HTTPException as error:
         if error.status < 400:
             raise
