@@ -104,10 +104,13 @@ def _add_client(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
 
 
+def settings_source(arguments: argparse.Namespace) -> Path | None:
+    """Return the config file: the --config flag, then $HOTFOLDER_FEEDER_CONFIG, else None."""
+    return arguments.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+
+
 def load_settings(arguments: argparse.Namespace) -> Settings:
-    """Load settings in order: the --config flag, then $HOTFOLDER_FEEDER_CONFIG, then defaults."""
-    path = arguments.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
-    return config.load(path)
+    return config.load(settings_source(arguments))
 
 
 # serve
@@ -115,8 +118,13 @@ def load_settings(arguments: argparse.Namespace) -> Settings:
 
 def run_serve(arguments: argparse.Namespace) -> int:
     settings = load_settings(arguments)
+    if settings_source(arguments) is None:
+        # The embedded defaults promise a working daemon in the current folder.
+        for printer in settings.printers:
+            printer.hotfolder.mkdir(parents=True, exist_ok=True)
     logs.configure(settings.log.level, settings.log.format)
-    log.info("config_loaded", source=str(arguments.config or "embedded defaults"), settings=config.redacted(settings))
+    source = settings_source(arguments)
+    log.info("config_loaded", source=str(source or "embedded defaults"), settings=config.redacted(settings))
     return asyncio.run(serve(settings))
 
 

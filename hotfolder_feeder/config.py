@@ -6,6 +6,7 @@ printer, `printer-1`, from folders under the current directory. Unknown keys are
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
@@ -79,6 +80,18 @@ class AuthSettings(_Table):
     admin_tokens: list[str] = []
     hmac_key: str | None = None
     allowed_ips: list[str] = []
+
+    @model_validator(mode="after")
+    def _check_networks(self) -> AuthSettings:
+        for network in self.allowed_ips:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"allowed_ips entry {network!r} is not an address or CIDR range such as "
+                    "\"203.0.113.0/24\""
+                ) from None
+        return self
 
 
 class TlsSettings(_Table):

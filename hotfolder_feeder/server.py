@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
+import ipaddress
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("hotfolder_feeder.server")
 
+SIGNATURE_HEADER = "X-CustomGateway-Hmac"
 DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -90,6 +93,26 @@ def token_matches(presented: str | None, accepted: list[str]) -> bool:
     return found
 
 
+def check_signature(body: bytes, presented: str | None, key: str) -> bool:
+    """Check an `X-CustomGateway-Hmac` header: HMAC-SHA256 of the raw body, hex or base64."""
+    if not presented:
+        return False
+    digest = hmac.new(key.encode(), body, hashlib.sha256).digest()
+    presented = presented.strip()
+    candidates = {digest.hex(), base64.b64encode(digest).decode()}
+    return any(hmac.compare_digest(presented.encode(), candidate.encode()) for candidate in candidates)
+
+
+def address_allowed(remote: str | None, networks: list[str]) -> bool:
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address((remote or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
+
+
 def _authorize(request: web.Request, accepted: list[str]) -> web.Response | None:
     if not accepted:
         return None
@@ -112,11 +135,18 @@ def _admin_tokens(request: web.Request) -> list[str]:
 async def receive_job(request: web.Request) -> web.Response:
     """Validate a pushed job, commit it to the journal, then answer 202 (or 200 for a re-push)."""
     daemon = request.app[DAEMON_KEY]
-    rejection = _authorize(request, daemon.settings.server.auth.tokens)
+    auth = daemon.settings.server.auth
+    if not address_allowed(request.remote, auth.allowed_ips):
+        log.warning("request_rejected", remote=request.remote, path=request.path, reason="address not allowed")
+        return error_response(403, None, f"address {request.remote} is not in [server.auth] allowed_ips")
+    rejection = _authorize(request, auth.tokens)
     if rejection is not None:
         return rejection
 
     body = await request.read()
+    if auth.hmac_key and not check_signature(body, request.headers.get(SIGNATURE_HEADER), auth.hmac_key):
+        log.warning("request_rejected", remote=request.remote, path=request.path, reason="bad signature")
+        return error_response(401, None, f"missing or invalid {SIGNATURE_HEADER} signature of the body")
     try:
         data = json.loads(body)
     except UnicodeDecodeError:
