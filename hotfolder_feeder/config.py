@@ -7,12 +7,21 @@ printer, `printer-1`, from folders under the current directory. Unknown keys are
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from . import quickp
 from .errors import ConfigError
@@ -38,8 +47,8 @@ def parse_duration(value: Any) -> float:
         if not match:
             raise ValueError(f"expected a duration such as \"90s\" or \"15m\", got {value!r}")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValueError(f"a duration cannot be negative, got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration must be a finite number of seconds, 0 or more, got {value!r}")
     return seconds
 
 
@@ -66,8 +75,11 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 def split_listen(listen: str) -> tuple[str, int]:
     """Split `"host:port"` (or `"[::1]:port"`) into host and port."""
     host, separator, port = listen.rpartition(":")
-    if not separator or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen must look like \"127.0.0.1:8380\", got {listen!r}")
+    bare_ipv6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
+    if not separator or bare_ipv6 or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(
+            f"listen must look like \"127.0.0.1:8380\" or \"[::1]:8380\", got {listen!r}"
+        )
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
@@ -151,13 +163,18 @@ class PrinterSettings(_Table):
     name_template: str = "{name}"
     job_artwork_template: str = "{job_id}_{name}"
 
-    @model_validator(mode="after")
-    def _check_templates(self) -> PrinterSettings:
-        quickp.check_template(self.name_template)
-        quickp.check_template(self.job_artwork_template)
-        if self.poll_interval <= 0:
+    @field_validator("name_template", "job_artwork_template")
+    @classmethod
+    def _check_template(cls, template: str) -> str:
+        quickp.check_template(template)
+        return template
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _check_poll_interval(cls, interval: float) -> float:
+        if interval <= 0:
             raise ValueError("poll_interval must be more than 0s")
-        return self
+        return interval
 
     @property
     def staging_dir(self) -> Path:
@@ -233,6 +250,12 @@ class Settings(_Table):
         if not self.printers:
             raise ValueError("at least one [[printers]] entry is needed")
         groups = {printer.group for printer in self.printers if printer.group}
+        clashes = sorted(groups & set(names))
+        if clashes:
+            raise ValueError(
+                f"group names must differ from printer names, so a rule's target is never "
+                f"ambiguous: {', '.join(clashes)}"
+            )
         _check_target(self.routing.default, None, names, groups, "routing.default")
         for index, rule in enumerate(self.routing.rules):
             _check_target(rule.printer, rule.group, names, groups, f"routing.rules[{index}]")
@@ -339,7 +362,14 @@ def _absolute(settings: Settings, base: Path) -> Settings:
         for printer in settings.printers
     ]
     storage = settings.storage.model_copy(update={"state_dir": absolute(settings.storage.state_dir)})
-    return settings.model_copy(update={"printers": printers, "storage": storage})
+    tls = settings.server.tls.model_copy(
+        update={
+            "cert": absolute(settings.server.tls.cert) if settings.server.tls.cert else None,
+            "key": absolute(settings.server.tls.key) if settings.server.tls.key else None,
+        }
+    )
+    server = settings.server.model_copy(update={"tls": tls})
+    return settings.model_copy(update={"printers": printers, "storage": storage, "server": server})
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

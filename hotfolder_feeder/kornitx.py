@@ -8,6 +8,7 @@ Fields the platform may add later are ignored; the fields read here are required
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -210,9 +211,12 @@ def _check_job_artwork(job: Job) -> None:
 def _check_item_urls(job: Job) -> None:
     for item_index, item in enumerate(job.items):
         for artwork_index, artwork in enumerate(item.order_item.artwork or []):
+            path = f"$.items[{item_index}].order_item.artwork[{artwork_index}]"
+            if not artwork.name.strip():
+                raise PayloadError(f"{path}.name", "the artwork file name is blank")
             if not _is_http(artwork.clientUrl):
                 raise PayloadError(
-                    f"$.items[{item_index}].order_item.artwork[{artwork_index}].clientUrl",
+                    f"{path}.clientUrl",
                     f"expected an http(s) URL, got {artwork.clientUrl[:200]!r}",
                 )
 
@@ -232,7 +236,8 @@ def _first_problem(error: ValidationError) -> PayloadError:
     if problem["type"] == "missing":
         return PayloadError(path, "is required but missing")
     got = _json_type(problem.get("input"))
-    return PayloadError(path, f"{problem['msg']} (got {got})")
+    message = re.sub(r" or instance of \w+", "", problem["msg"])
+    return PayloadError(path, f"{message} (got {got})")
 
 
 def json_path(location: tuple[int | str, ...]) -> str:
