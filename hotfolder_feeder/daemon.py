@@ -159,7 +159,6 @@ class Daemon:
         staging = handoff.staging_path(feed.printer, row["id"])
         attempts = row["attempts"] + 1
         context = {"job_id": row["job_id"], "delivery_id": row["id"], "printer": feed.name}
-        await self.journal.mark_attempt(row["id"], attempts)
 
         try:
             result = await self._fetcher.download(row["url"], staging, row["ext"])
@@ -171,7 +170,7 @@ class Daemon:
             log.exception("download_crashed", **context)
             await self._retry_later(row["id"], staging, TransientFetchError(repr(error)), attempts, context)
         else:
-            await self.journal.mark_staged(row["id"], str(staging), result.size, result.sha256)
+            await self.journal.mark_staged(row["id"], attempts, str(staging), result.size, result.sha256)
             log.info(
                 "file_downloaded", **context, bytes=result.size, seconds=round(result.seconds, 3),
                 attempts=attempts, resumed_from=result.resumed_from,
@@ -186,7 +185,7 @@ class Daemon:
             await self._fail(delivery_id, staging, f"{error} (gave up after {attempts} attempts)", attempts, context)
             return
         delay = fetch.backoff_delay(attempts, error.retry_after, self.settings.download.backoff_max)
-        await self.journal.mark_retry(delivery_id, str(error), "download_retry", time.time() + delay)
+        await self.journal.mark_retry(delivery_id, attempts, str(error), "download_retry", time.time() + delay)
         log.warning(
             "download_retry", **context, error=str(error), attempt=attempts,
             attempts_left=maximum - attempts, retry_in=round(delay, 2),
@@ -194,7 +193,7 @@ class Daemon:
 
     async def _fail(self, delivery_id: int, staging: Any, message: str, attempts: int, context: dict[str, Any]) -> None:
         await asyncio.to_thread(staging.unlink, missing_ok=True)
-        await self.journal.mark_failed(delivery_id, "download_failed", message)
+        await self.journal.mark_failed(delivery_id, attempts, "download_failed", message)
         log.warning("delivery_failed", **context, reason="download_failed", error=message, attempts=attempts)
 
     # Status
@@ -250,7 +249,7 @@ class Daemon:
         for task in unfinished:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
-        await self.journal.requeue(abandoned, "abandoned at shutdown")
+        await self.journal.requeue(abandoned, "abandoned at shutdown", journal.DOWNLOADING)
         if abandoned:
             log.warning("downloads_abandoned", downloads=len(abandoned))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from . import handoff
+from . import handoff, journal
 from .config import PrinterSettings
 from .journal import Journal
 from .watch import RECONCILE_INTERVAL, Identity, NativeWatcher, check_health, read_identity, watch_mode
@@ -177,7 +177,7 @@ class PrinterFeed:
             return False
         except FileNotFoundError:
             log.warning("staged_file_missing", printer=self.name, delivery_id=delivery_id, path=str(staged))
-            await self.journal.requeue([delivery_id], "staged file missing")
+            await self.journal.requeue([delivery_id], "staged file missing", journal.STAGED)
             return False
         except OSError as error:
             if error.errno == errno.ENOSPC:
@@ -221,7 +221,7 @@ class PrinterFeed:
             await self.journal.mark_delivered(delivery_id, time.time())
             log.info("handoff_recovered", printer=self.name, delivery_id=delivery_id)
             return
-        await self.journal.requeue([delivery_id], "staged file missing at start")
+        await self.journal.requeue([delivery_id], "staged file missing at start", journal.STAGED)
 
     def summary(self) -> dict[str, object]:
         return {

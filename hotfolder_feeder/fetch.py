@@ -55,8 +55,12 @@ class Downloaded:
     resumed_from: int
 
 
-class BadContentError(TransientFetchError):
-    """Raised when the body is not the artwork it should be; its staging file is discarded."""
+class StagingDiscarded(TransientFetchError):
+    """Raised when the staging file cannot be resumed from; it is deleted before the retry."""
+
+
+class BadContentError(StagingDiscarded):
+    """Raised when the body is not the artwork it should be."""
 
 
 class PrivateAddressError(PermanentFetchError):
@@ -127,7 +131,7 @@ class Fetcher:
         async with self._slots, host_slots:
             try:
                 return await self._attempt(target, staging, ext.lower())
-            except BadContentError:
+            except StagingDiscarded:
                 await asyncio.to_thread(staging.unlink, missing_ok=True)
                 raise
 
@@ -308,7 +312,7 @@ def _resume_offset(response: aiohttp.ClientResponse, offset: int) -> int:
         return 0
     content_range = response.headers.get("Content-Range", "")
     if not content_range.startswith(f"bytes {offset}-"):
-        raise TransientFetchError(f"origin answered a resume at {offset} with {content_range!r}")
+        raise StagingDiscarded(f"origin answered a resume at {offset} with {content_range!r}")
     return offset
 
 
@@ -329,7 +333,8 @@ def _raise_for_status(response: aiohttp.ClientResponse, url: URL) -> None:
     if status in TRANSIENT_STATUSES:
         raise TransientFetchError(message, retry_after=parse_retry_after(response.headers))
     if status == 416:
-        raise TransientFetchError(f"{message}: the resume offset was refused, starting again")
+        # A staging file left complete by a crash asks for a range past the end.
+        raise StagingDiscarded(f"{message}: the resume offset was refused, starting again")
     if 400 <= status < 500:
         raise PermanentFetchError(message)
     raise TransientFetchError(message)

@@ -202,41 +202,43 @@ class Journal:
             return []
         return await self._run(self._transaction, claim)
 
-    async def mark_staged(self, delivery_id: int, staging_path: str, size: int, sha256: str) -> None:
+    # An attempt is counted when it ends, so one cut short by a crash or a stop does not count.
+
+    async def mark_staged(
+        self, delivery_id: int, attempts: int, staging_path: str, size: int, sha256: str
+    ) -> None:
         def write(db: sqlite3.Connection) -> None:
             now = time.time()
             db.execute(
-                "UPDATE deliveries SET staging_path = ?, bytes = ?, sha256 = ?, staged_at = ?, "
-                "error = NULL, reason = NULL WHERE id = ?",
-                (staging_path, size, sha256, now, delivery_id),
+                "UPDATE deliveries SET attempts = ?, staging_path = ?, bytes = ?, sha256 = ?, "
+                "staged_at = ?, error = NULL, reason = NULL WHERE id = ?",
+                (attempts, staging_path, size, sha256, now, delivery_id),
             )
             _set_state(db, delivery_id, STAGED, now, f"{size} bytes")
 
         await self._run(self._transaction, write)
 
-    async def mark_attempt(self, delivery_id: int, attempts: int) -> None:
-        await self._run(
-            self._transaction,
-            lambda db: db.execute("UPDATE deliveries SET attempts = ? WHERE id = ?", (attempts, delivery_id)),
-        )
-
-    async def mark_retry(self, delivery_id: int, error: str, reason: str, retry_at: float) -> None:
+    async def mark_retry(
+        self, delivery_id: int, attempts: int, error: str, reason: str, retry_at: float
+    ) -> None:
         """Put a delivery back to pending after a transient failure, due again at `retry_at`."""
 
         def write(db: sqlite3.Connection) -> None:
             db.execute(
-                "UPDATE deliveries SET error = ?, reason = ?, next_attempt_at = ? WHERE id = ?",
-                (error, reason, retry_at, delivery_id),
+                "UPDATE deliveries SET attempts = ?, error = ?, reason = ?, next_attempt_at = ? "
+                "WHERE id = ?",
+                (attempts, error, reason, retry_at, delivery_id),
             )
             _set_state(db, delivery_id, PENDING, time.time(), f"{reason}: {error}")
 
         await self._run(self._transaction, write)
 
-    async def mark_failed(self, delivery_id: int, reason: str, error: str) -> None:
+    async def mark_failed(self, delivery_id: int, attempts: int, reason: str, error: str) -> None:
         def write(db: sqlite3.Connection) -> None:
             db.execute(
-                "UPDATE deliveries SET error = ?, reason = ?, staging_path = NULL WHERE id = ?",
-                (error, reason, delivery_id),
+                "UPDATE deliveries SET attempts = ?, error = ?, reason = ?, staging_path = NULL "
+                "WHERE id = ?",
+                (attempts, error, reason, delivery_id),
             )
             _set_state(db, delivery_id, FAILED, time.time(), f"{reason}: {error}")
 
@@ -328,17 +330,23 @@ class Journal:
 
         return await self._run(self._transaction, write)
 
-    async def requeue(self, delivery_ids: Sequence[int], detail: str) -> None:
-        """Put deliveries back to pending, due now, keeping their staging file for a resume."""
+    async def requeue(self, delivery_ids: Sequence[int], detail: str, from_state: str) -> None:
+        """Put deliveries that are in `from_state` back to pending, due now.
+
+        Their staging file is kept for a resume. A delivery that has moved on meanwhile, such as a
+        download that committed `staged` as it was being cancelled, is left as it is.
+        """
 
         def write(db: sqlite3.Connection) -> None:
             now = time.time()
             for delivery_id in delivery_ids:
-                db.execute(
-                    "UPDATE deliveries SET next_attempt_at = 0, handoff_intent = 0 WHERE id = ?",
-                    (delivery_id,),
+                cursor = db.execute(
+                    "UPDATE deliveries SET next_attempt_at = 0, handoff_intent = 0 "
+                    "WHERE id = ? AND state = ?",
+                    (delivery_id, from_state),
                 )
-                _set_state(db, delivery_id, PENDING, now, detail)
+                if cursor.rowcount:
+                    _set_state(db, delivery_id, PENDING, now, detail)
 
         if delivery_ids:
             await self._run(self._transaction, write)
