@@ -21,7 +21,7 @@ import structlog
 from . import handoff, journal
 from .config import PrinterSettings
 from .journal import Journal
-from .watch import RECONCILE_INTERVAL, Identity, NativeWatcher, check_health, read_identity, watch_mode
+from .watch import RECONCILE_INTERVAL, Identity, NativeWatcher, check_health, watch_mode
 
 log = structlog.get_logger("hotfolder_feeder.feed")
 
@@ -46,14 +46,12 @@ class PrinterFeed:
         return self.printer.name
 
     async def start(self) -> None:
-        """Learn the hot folder's filesystem, prepare staging and start the watcher and loop."""
-        try:
-            self.identity = await asyncio.to_thread(read_identity, self.printer.hotfolder)
-        except OSError as error:
-            self._enter_outage(f"hot folder {self.printer.hotfolder} cannot be read: {error.strerror}")
-        if self.identity is not None:
-            self.mode = watch_mode(self.printer, self.identity.fstype)
-            await asyncio.to_thread(handoff.prepare_staging, self.printer)
+        """Learn the hot folder's filesystem and prepare staging, then start the loop.
+
+        A hot folder that cannot be used yet is an outage, not an error: the loop keeps checking
+        and starts feeding when it appears. A staging folder on another filesystem is an error.
+        """
+        await self._check_health()
         self._task = asyncio.create_task(self._run(), name=f"feed-{self.name}")
 
     async def stop(self) -> None:
@@ -70,25 +68,36 @@ class PrinterFeed:
         return task_alive and watcher_alive
 
     async def _run(self) -> None:
+        woken = True
         while True:
             try:
-                await self.run_pass()
+                await self.run_pass(full=woken or self._reconcile_due())
             except Exception:
                 log.exception("feed_pass_failed", printer=self.name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=self._interval())
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=self.printer.poll_interval)
+                woken = True
+            except TimeoutError:
+                woken = False
             self.wake.clear()
 
-    def _interval(self) -> float:
-        if self.outage is not None or self.mode == "polling":
-            return self.printer.poll_interval
-        return RECONCILE_INTERVAL
+    def _reconcile_due(self) -> bool:
+        """Polling scans every interval; with inotify a full scan only catches missed events."""
+        if self.mode != "native" or self.last_pass_at is None:
+            return True
+        return time.time() - self.last_pass_at >= RECONCILE_INTERVAL
 
-    async def run_pass(self) -> None:
-        """Check health, then record pickups and stalls, then hand off staged files."""
+    async def run_pass(self, full: bool = True) -> None:
+        """Check health; on a full pass also record pickups and stalls and hand off staged files.
+
+        The health check runs every poll interval whatever the watch mode, so an outage is seen
+        as fast on a local folder as on a share.
+        """
         if not await self._check_health():
             return
         self._ensure_watcher()
+        if not full:
+            return
 
         present = await asyncio.to_thread(handoff.list_files, self.printer.hotfolder)
         waiting = await self._record_pickups(present)

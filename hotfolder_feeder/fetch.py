@@ -11,13 +11,16 @@ delivered as artwork.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import errno
 import hashlib
 import ipaddress
+import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -117,6 +120,7 @@ class Fetcher:
         self._settings = settings
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self._space = SpaceReservations()
 
     async def download(self, url: str, staging: Path, ext: str) -> Downloaded:
         """Download `url` into `staging`, resuming a partial file; one attempt, no retry.
@@ -144,7 +148,9 @@ class Fetcher:
                 resumed_from = _resume_offset(response, offset)
                 expected = _expected_size(response, resumed_from)
                 self._check_size(expected, url)
-                size, sha256 = await self._stream(response, staging, resumed_from, expected, ext)
+                needed = expected - resumed_from if expected is not None else 0
+                async with self._space.reserve(staging.parent, needed):
+                    size, sha256 = await self._stream(response, staging, resumed_from, expected, ext)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as error:
             raise TransientFetchError(f"{type(error).__name__}: {error or 'connection lost'}") from None
         except TimeoutError:
@@ -153,6 +159,9 @@ class Fetcher:
                 f"within {self._settings.connect_timeout:g}s (connect timeout)"
             ) from None
         except OSError as error:
+            if error.errno == errno.ENOSPC:
+                # Give the space back, so that concurrent downloads cannot all stall half-written.
+                raise StagingDiscarded(f"cannot write staging file {staging}: {error}") from None
             raise TransientFetchError(f"cannot write staging file {staging}: {error}") from None
         return Downloaded(size, sha256, time.monotonic() - started, resumed_from)
 
@@ -228,6 +237,39 @@ class Fetcher:
                 raise PermanentFetchError(f"body is over [download] max_file_size ({limit} bytes)")
         if buffer:
             await asyncio.to_thread(sink.write, b"".join(buffer), ext)
+
+
+class SpaceReservations:
+    """Disk space promised to running downloads, per filesystem.
+
+    A download starts only when its remaining bytes fit in the free space less what running
+    downloads on the same filesystem still need. Without this, several downloads into a nearly
+    full disk each write part of their file and none can finish.
+    """
+
+    def __init__(self) -> None:
+        self._reserved: dict[int, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, folder: Path, size: int) -> AsyncIterator[None]:
+        device, free = await asyncio.to_thread(_free_space, folder)
+        available = free - self._reserved.get(device, 0)
+        if size > available:
+            raise TransientFetchError(
+                f"not enough space in {folder}: the file needs {size} more bytes, "
+                f"{max(available, 0)} are free after running downloads"
+            )
+        self._reserved[device] = self._reserved.get(device, 0) + size
+        try:
+            yield
+        finally:
+            self._reserved[device] -= size
+
+
+def _free_space(folder: Path) -> tuple[int, int]:
+    folder.mkdir(parents=True, exist_ok=True)
+    status = os.statvfs(folder)
+    return os.stat(folder).st_dev, status.f_bavail * status.f_frsize
 
 
 class _Sink:
