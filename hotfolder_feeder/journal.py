@@ -153,7 +153,9 @@ class Journal:
         try:
             result = work(db)
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite rolls back by itself after some errors, such as a full disk.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
         return result
@@ -459,8 +461,7 @@ class Journal:
         """Write and roll back a row, so a full disk or a read-only journal raises here."""
 
         def probe(db: sqlite3.Connection) -> None:
-            db.execute("CREATE TEMP TABLE IF NOT EXISTS probe (x)")
-            db.execute("INSERT INTO probe VALUES (1)")
+            db.execute("INSERT INTO transitions (delivery_id, at, state) VALUES (0, 0, 'probe')")
             raise _Rollback
 
         try:
