@@ -192,7 +192,7 @@ class Daemon:
         )  # fmt: skip
 
     async def _fail(self, delivery_id: int, staging: Any, message: str, attempts: int, context: dict[str, Any]) -> None:
-        await asyncio.to_thread(staging.unlink, missing_ok=True)
+        await asyncio.to_thread(fetch.discard_staging, staging)
         await self.journal.mark_failed(delivery_id, attempts, "download_failed", message)
         log.warning("delivery_failed", **context, reason="download_failed", error=message, attempts=attempts)
 

@@ -59,8 +59,12 @@ class PrinterFeed:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._watcher is not None:
-            await self._watcher.stop()
+        await self._stop_watcher()
+
+    async def _stop_watcher(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            await watcher.stop()
 
     def is_alive(self) -> bool:
         task_alive = self._task is not None and not self._task.done()
@@ -111,6 +115,9 @@ class PrinterFeed:
             self._enter_outage(reason)
             return False
         first_contact = self.identity is None
+        if not first_contact and identity is not None and identity.inode != self.identity.inode:
+            # The folder was made anew at the same path: inotify still watches the old one.
+            await self._stop_watcher()
         self.identity = identity
         if first_contact:
             assert identity is not None

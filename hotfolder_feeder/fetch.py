@@ -46,6 +46,8 @@ SIGNATURES: dict[str, tuple[bytes, ...]] = {
     "tiff": (b"II*\x00", b"MM\x00*"),
 }
 SIGNATURE_LENGTH = 8
+# Enough of the body's start to recognise an HTML or XML page, after a BOM and blank lines.
+HEAD_LENGTH = 64
 MARKUP_EXTENSIONS = frozenset({"svg", "xml", "html", "htm"})
 MARKUP_STARTS = (b"<!doctype", b"<html", b"<?xml", b"<error", b"<head", b"<body")
 
@@ -128,29 +130,36 @@ class Fetcher:
         Raises TransientFetchError for what a later attempt may fix and PermanentFetchError for
         what it will not.
         """
-        target = URL(url, encoded=True)
-        self._check_url(target)
+        try:
+            target = URL(url, encoded=True)
+            self._check_url(target)
+        except ValueError as error:
+            raise PermanentFetchError(f"invalid artwork URL {url[:200]!r}: {error}") from None
         host = target.host or ""
         host_slots = self._host_slots.setdefault(host, asyncio.Semaphore(self._settings.per_host))
         async with self._slots, host_slots:
             try:
                 return await self._attempt(target, staging, ext.lower())
             except StagingDiscarded:
-                await asyncio.to_thread(staging.unlink, missing_ok=True)
+                await asyncio.to_thread(discard_staging, staging)
                 raise
 
     async def _attempt(self, url: URL, staging: Path, ext: str) -> Downloaded:
         started = time.monotonic()
-        offset = await asyncio.to_thread(_existing_size, staging)
+        offset, validator = await asyncio.to_thread(_resumable, staging)
         try:
-            response = await self._open(url, offset)
+            response = await self._open(url, offset, validator)
             async with response:
                 resumed_from = _resume_offset(response, offset)
+                if not resumed_from:
+                    await asyncio.to_thread(_save_validator, staging, response.headers)
                 expected = _expected_size(response, resumed_from)
                 self._check_size(expected, url)
                 needed = expected - resumed_from if expected is not None else 0
                 async with self._space.reserve(staging.parent, needed):
                     size, sha256 = await self._stream(response, staging, resumed_from, expected, ext)
+        except aiohttp.InvalidURL as error:
+            raise PermanentFetchError(f"invalid artwork URL: {error}") from None
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as error:
             raise TransientFetchError(f"{type(error).__name__}: {error or 'connection lost'}") from None
         except TimeoutError:
@@ -165,11 +174,16 @@ class Fetcher:
             raise TransientFetchError(f"cannot write staging file {staging}: {error}") from None
         return Downloaded(size, sha256, time.monotonic() - started, resumed_from)
 
-    async def _open(self, url: URL, offset: int) -> aiohttp.ClientResponse:
-        """Send the request, following redirects by hand so each hop is checked."""
+    async def _open(self, url: URL, offset: int, validator: str | None) -> aiohttp.ClientResponse:
+        """Send the request, following redirects by hand so each hop is checked.
+
+        A resume sends `If-Range`, so an origin whose file changed since the first attempt sends
+        the whole new file rather than the rest of it.
+        """
         headers = {"Accept-Encoding": "identity"}
-        if offset:
+        if offset and validator:
             headers["Range"] = f"bytes={offset}-"
+            headers["If-Range"] = validator
         for _ in range(MAX_REDIRECTS + 1):
             response = await self._session.get(url, headers=headers, allow_redirects=False)
             if response.status not in (301, 302, 303, 307, 308):
@@ -296,9 +310,9 @@ class _Sink:
         return cls(file, offset, digest, head)
 
     def write(self, data: bytes, ext: str) -> None:
-        if not self.checked and len(self.head) < SIGNATURE_LENGTH:
-            self.head += data[: SIGNATURE_LENGTH - len(self.head)]
-        if not self.checked and len(self.head) >= SIGNATURE_LENGTH:
+        if not self.checked and len(self.head) < HEAD_LENGTH:
+            self.head += data[: HEAD_LENGTH - len(self.head)]
+        if not self.checked and len(self.head) >= HEAD_LENGTH:
             _check_head(self.head, ext)
             self.checked = True
         self.file.write(data)
@@ -313,7 +327,7 @@ class _Sink:
 
 
 def _hash_existing(file: BinaryIO, offset: int, digest: Any) -> bytes:
-    head = file.read(SIGNATURE_LENGTH)
+    head = file.read(HEAD_LENGTH)
     file.seek(0)
     remaining = offset
     while remaining:
@@ -341,11 +355,37 @@ def _check_head(head: bytes, ext: str) -> None:
         )
 
 
-def _existing_size(path: Path) -> int:
+def validator_path(staging: Path) -> Path:
+    """The file beside a staging file that keeps the origin's ETag or Last-Modified for a resume."""
+    return staging.with_name(staging.name + ".validator")
+
+
+def discard_staging(staging: Path) -> None:
+    """Delete a staging file and its validator."""
+    staging.unlink(missing_ok=True)
+    validator_path(staging).unlink(missing_ok=True)
+
+
+def _resumable(staging: Path) -> tuple[int, str | None]:
+    """Return the size to resume from and its validator, or 0 when the file cannot be resumed."""
     try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
+        size = staging.stat().st_size
+        validator = validator_path(staging).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return 0, None
+    return (size, validator) if size and validator else (0, None)
+
+
+def _save_validator(staging: Path, headers: Any) -> None:
+    """Keep a strong ETag, else Last-Modified; an origin with neither is never resumed."""
+    etag = headers.get("ETag", "")
+    validator = etag if etag and not etag.startswith("W/") else headers.get("Last-Modified", "")
+    path = validator_path(staging)
+    if validator:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(validator, encoding="utf-8")
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _resume_offset(response: aiohttp.ClientResponse, offset: int) -> int:

@@ -42,7 +42,7 @@ def prepare_staging(printer: PrinterSettings) -> None:
 
 
 def hand_off(staged: Path, final: Path) -> None:
-    """Make the staged file durable, then rename it into the hot folder.
+    """Make the staged file durable, then rename it into the hot folder, and drop its validator.
 
     Raises FileExistsError when a file of that name is already there: it is never overwritten.
     """
@@ -54,6 +54,7 @@ def hand_off(staged: Path, final: Path) -> None:
     # between would be replaced. Only the feeder writes these names, so this is accepted.
     os.rename(staged, final)
     _fsync_folder(final.parent)
+    staged.with_name(staged.name + ".validator").unlink(missing_ok=True)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -89,8 +90,9 @@ def remove_orphans(printer: PrinterSettings, keep: set[int]) -> list[str]:
     except FileNotFoundError:
         return removed
     for entry in entries:
-        stem = entry.name.removesuffix(PART_SUFFIX)
-        if entry.name.endswith(PART_SUFFIX) and stem.isdigit() and int(stem) not in keep:
+        delivery_id = entry.name.partition(".")[0]
+        is_ours = entry.name.endswith((PART_SUFFIX, PART_SUFFIX + ".validator"))
+        if is_ours and delivery_id.isdigit() and int(delivery_id) not in keep:
             Path(entry.path).unlink(missing_ok=True)
             removed.append(entry.name)
     return removed

@@ -41,6 +41,7 @@ class Identity:
     """What a hot folder's filesystem was at start: compared on every scan."""
 
     device: int
+    inode: int
     fstype: str
     mount_point: str
 
@@ -73,7 +74,7 @@ def read_identity(path: Path) -> Identity:
     """Stat the hot folder and read its mount; raises OSError when it cannot be reached."""
     status = os.stat(path)
     mount = mount_of(path)
-    return Identity(status.st_dev, mount.fstype, mount.mount_point)
+    return Identity(status.st_dev, status.st_ino, mount.fstype, mount.mount_point)
 
 
 def watch_mode(printer: PrinterSettings, fstype: str) -> str:
