@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import signal
@@ -83,7 +84,34 @@ def build_parser() -> argparse.ArgumentParser:
     retry = commands.add_parser("retry", help="put the failed deliveries of a job back to pending")
     retry.add_argument("job_id", type=int)
     _add_client(retry)
-    retry.set_defaults(run=run_retry)
+    retry.set_defaults(run=run_job_action, action="retry")
+
+    reprint = commands.add_parser("reprint", help="write a job's files into the hot folder again")
+    reprint.add_argument("job_id", type=int)
+    reprint.add_argument("--item", type=int, dest="item_id", help="reprint only this item (its id in the job)")
+    _add_client(reprint)
+    reprint.set_defaults(run=run_job_action, action="reprint")
+
+    cancel = commands.add_parser(
+        "cancel", help="drop a job's waiting files and recall those the RIP has not taken"
+    )
+    cancel.add_argument("job_id", type=int)
+    _add_client(cancel)
+    cancel.set_defaults(run=run_job_action, action="cancel")
+
+    prioritize = commands.add_parser("prioritize", help="move a job ahead of the others waiting")
+    prioritize.add_argument("job_id", type=int)
+    prioritize.add_argument(
+        "--priority", type=int, help="set this priority (higher goes first; default: ahead of all)"
+    )
+    _add_client(prioritize)
+    prioritize.set_defaults(run=run_job_action, action="prioritize")
+
+    for action, text in (("pause", "stop feeding a printer; it keeps what it has"), ("resume", "feed a paused printer again")):
+        command = commands.add_parser(action, help=text)
+        command.add_argument("printer", help="the printer's name from the config")
+        _add_client(command)
+        command.set_defaults(run=run_printer_action, action=action)
 
     demo = commands.add_parser("demo", help="run the whole flow on this machine with example jobs")
     demo.add_argument("--keep", action="store_true", help="keep running after the jobs complete, until Ctrl+C")
@@ -191,7 +219,7 @@ def _token(arguments: argparse.Namespace, accepted: list[str]) -> str | None:
 
 
 async def _request(method: str, url: str, token: str | None, body: bytes | None = None) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", "X-Operator": _operator()}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     timeout = aiohttp.ClientTimeout(total=60)
@@ -202,6 +230,14 @@ async def _request(method: str, url: str, token: str | None, body: bytes | None 
                 return response.status, json.loads(text)
             except json.JSONDecodeError:
                 return response.status, {"error": text}
+
+
+def _operator() -> str:
+    """Name the operator for the journal's record of actions: the login name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _call(method: str, url: str, token: str | None, body: bytes | None = None) -> tuple[int, Any]:
@@ -264,13 +300,31 @@ def run_jobs(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_retry(arguments: argparse.Namespace) -> int:
+def run_job_action(arguments: argparse.Namespace) -> int:
+    options = {
+        key: getattr(arguments, key)
+        for key in ("item_id", "priority")
+        if getattr(arguments, key, None) is not None
+    }
+    path = f"/api/jobs/{arguments.job_id}/{arguments.action}"
+    return _post_action(arguments, path, options)
+
+
+def run_printer_action(arguments: argparse.Namespace) -> int:
+    return _post_action(arguments, f"/api/printers/{arguments.printer}/{arguments.action}", {})
+
+
+def _post_action(arguments: argparse.Namespace, path: str, options: dict[str, Any]) -> int:
     settings = load_settings(arguments)
     token = _token(arguments, settings.server.auth.admin_tokens or settings.server.auth.tokens)
-    url = f"{_base_url(arguments, settings)}/api/jobs/{arguments.job_id}/retry"
-    status, answer = _call("POST", url, token)
-    print(json.dumps(answer, indent=2) if arguments.json or status != 200 else f"{answer['retried']} deliveries put back to pending")
+    body = json.dumps(options).encode()
+    status, answer = _call("POST", _base_url(arguments, settings) + path, token, body)
+    print(json.dumps(answer, indent=2) if arguments.json or status != 200 else _describe(answer))
     return EXIT_OK if status == 200 else EXIT_FAILED
+
+
+def _describe(answer: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in answer.items())
 
 
 def _counts(counts: dict[str, int]) -> str:

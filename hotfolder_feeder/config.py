@@ -159,6 +159,8 @@ class PrinterSettings(_Table):
     # 0 means no limit.
     max_waiting: int = Field(0, ge=0)
     stall_after: Duration = 900.0
+    # A printer with files waiting whose RIP has taken nothing for this long is offline.
+    offline_after: Duration = 600.0
     group: str | None = None
     name_template: str = "{name}"
     job_artwork_template: str = "{job_id}_{name}"
@@ -193,6 +195,8 @@ MATCH_KEYS = (
 class RuleSettings(_Table):
     printer: str | None = None
     group: str | None = None
+    # Higher goes first: downloads start and files enter a hot folder with a feed limit in order.
+    priority: int = Field(0, ge=-1000, le=1000)
     setup: str | None = None
     pallet: str | None = None
     sku: str | None = None
@@ -228,6 +232,30 @@ class RoutingSettings(_Table):
     rules: list[RuleSettings] = []
 
 
+class GroupSettings(_Table):
+    name: str = Field(min_length=1)
+    # False: each job goes whole to one printer of the group. True: each file to the least busy.
+    spread: bool = False
+
+
+NOTIFY_EVENTS = (
+    "job_delivered", "job_completed", "delivery_failed", "file_stalled",
+    "printer_offline", "printer_online",
+)  # fmt: skip
+
+
+class WebhookSettings(_Table):
+    url: str = Field(pattern=r"^https?://")
+    events: list[Literal[NOTIFY_EVENTS]] = list(NOTIFY_EVENTS)  # type: ignore[valid-type]
+    # Key for the X-Hotfolder-Feeder-Signature header: HMAC-SHA256 of the body, hex.
+    secret: str | None = None
+    max_attempts: int = Field(8, ge=1, le=100)
+
+
+class NotifySettings(_Table):
+    webhooks: list[WebhookSettings] = []
+
+
 class LogSettings(_Table):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -239,6 +267,8 @@ class Settings(_Table):
     download: DownloadSettings = DownloadSettings()
     printers: list[PrinterSettings] = []
     routing: RoutingSettings = RoutingSettings()
+    groups: list[GroupSettings] = []
+    notify: NotifySettings = NotifySettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -256,6 +286,12 @@ class Settings(_Table):
                 f"group names must differ from printer names, so a rule's target is never "
                 f"ambiguous: {', '.join(clashes)}"
             )
+        for index, group in enumerate(self.groups):
+            if group.name not in groups:
+                raise ValueError(
+                    f"groups[{index}] is {group.name!r}, which no printer names as its group; "
+                    f"groups: {', '.join(sorted(groups)) or 'none'}"
+                )
         _check_target(self.routing.default, None, names, groups, "routing.default")
         for index, rule in enumerate(self.routing.rules):
             _check_target(rule.printer, rule.group, names, groups, f"routing.rules[{index}]")
@@ -270,6 +306,9 @@ class Settings(_Table):
 
     def group_members(self, group: str) -> list[PrinterSettings]:
         return [printer for printer in self.printers if printer.group == group]
+
+    def group_spreads(self, group: str) -> bool:
+        return any(settings.spread for settings in self.groups if settings.name == group)
 
 
 def _check_target(

@@ -24,6 +24,7 @@ from .config import Settings, split_listen
 from .errors import ConfigError, PermanentFetchError, TransientFetchError
 from .feed import PrinterFeed
 from .journal import AddResult, Journal, NewDelivery
+from .notify import Notifier
 from .kornitx import Job, PlannedDelivery, parse_job, plan
 from .naming import file_name
 from .routing import Router
@@ -31,6 +32,7 @@ from .routing import Router
 log = structlog.get_logger("hotfolder_feeder.daemon")
 
 DISPATCH_INTERVAL = 1.0
+JOB_EVENTS = {"delivered": "job_delivered", "completed": "job_completed", "failed": "job_failed"}
 
 
 class Daemon:
@@ -47,6 +49,7 @@ class Daemon:
         self._dispatcher: asyncio.Task[None] | None = None
         self._downloads: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self.notifier = Notifier(settings.notify.webhooks)
 
     # Start-up
 
@@ -55,9 +58,12 @@ class Daemon:
         _check_listen_is_safe(self.settings)
         self.journal = await Journal.open(self.settings.storage.state_dir / "journal.sqlite3")
         staged = await self.journal.recover()
+        paused = await self.journal.paused_printers()
+        await self.notifier.start()
 
         for printer in self.settings.printers:
-            feed = PrinterFeed(printer, self.journal)
+            feed = PrinterFeed(printer, self.journal, self.notifier, self.jobs_changed)
+            feed.paused = printer.name in paused
             await feed.start()
             await feed.recover([row for row in staged if row["printer"] == printer.name])
             self.feeds[printer.name] = feed
@@ -86,7 +92,7 @@ class Daemon:
         """Plan, route and name a job's deliveries, then commit them durably to the journal."""
         planned = plan(job)
         known = await self.journal.known_keys(job.id)
-        router = Router(self.settings, await self.journal.waiting_counts())
+        router = await self.router()
         deliveries = [self._new_delivery(router, item, job.id) for item in planned if item.key not in known]
         result = await self.journal.add_job(job.id, job.kind, payload, len(job.items), deliveries)
         self._wake.set()
@@ -96,33 +102,38 @@ class Daemon:
         )  # fmt: skip
         return result
 
+    async def router(self) -> Router:
+        """Return a router for one job, with the current waiting counts and paused printers."""
+        paused = {name for name, feed in self.feeds.items() if feed.paused}
+        return Router(self.settings, await self.journal.waiting_counts(), paused)
+
     def _new_delivery(self, router: Router, item: PlannedDelivery, job_id: int) -> NewDelivery:
-        printer_name = router.route(item)
+        route = router.route(item)
         common: dict[str, Any] = {
             "key": item.key, "position": item.position, "item_id": item.item_id,
             "order_item_id": item.order_item_id, "artwork_name": item.artwork_name,
             "url": item.url, "ext": item.ext,
         }  # fmt: skip
-        if printer_name is None:
+        if route is None:
             return NewDelivery(
                 **common, printer=None, name=None, state=journal.FAILED, reason="unroutable",
                 error="no routing rule matches and there is no routing.default; fix the config, then retry",
             )  # fmt: skip
-        name = file_name(self.settings.printer(printer_name), item, job_id)
-        return NewDelivery(**common, printer=printer_name, name=name)
+        name = file_name(self.settings.printer(route.printer), item, job_id)
+        return NewDelivery(**common, printer=route.printer, name=name, priority=route.priority)
 
     async def retry(self, job_id: int) -> int:
         """Put a job's failed deliveries back to pending, routing again those that had no printer."""
         payload = await self.journal.payload(job_id)
-        router = Router(self.settings, await self.journal.waiting_counts())
+        router = await self.router()
         planned = _planned_by_key(payload)
 
         def route(row: sqlite3.Row) -> tuple[str, str] | None:
             item = planned.get(row["key"])
-            printer_name = router.route(item) if item else None
-            if item is None or printer_name is None:
+            routed = router.route(item) if item else None
+            if item is None or routed is None:
                 return None
-            return printer_name, file_name(self.settings.printer(printer_name), item, job_id)
+            return routed.printer, file_name(self.settings.printer(routed.printer), item, job_id)
 
         count = await self.journal.retry_job(job_id, route)
         self._wake.set()
@@ -143,7 +154,7 @@ class Daemon:
 
     async def _dispatch(self) -> None:
         free = self.settings.download.concurrency - len(self._downloads)
-        printers = [name for name, feed in self.feeds.items() if feed.outage is None]
+        printers = [name for name, feed in self.feeds.items() if feed.outage is None and not feed.paused]
         for row in await self.journal.claim_due(time.time(), free, printers):
             task = asyncio.create_task(self._download(row), name=f"download-{row['id']}")
             self._downloads[row["id"]] = task
@@ -170,7 +181,9 @@ class Daemon:
             log.exception("download_crashed", **context)
             await self._retry_later(row["id"], staging, TransientFetchError(repr(error)), attempts, context)
         else:
-            await self.journal.mark_staged(row["id"], attempts, str(staging), result.size, result.sha256)
+            if not await self.journal.mark_staged(row["id"], attempts, str(staging), result.size, result.sha256):
+                await asyncio.to_thread(fetch.discard_staging, staging)
+                return
             log.info(
                 "file_downloaded", **context, bytes=result.size, seconds=round(result.seconds, 3),
                 attempts=attempts, resumed_from=result.resumed_from,
@@ -185,7 +198,8 @@ class Daemon:
             await self._fail(delivery_id, staging, f"{error} (gave up after {attempts} attempts)", attempts, context)
             return
         delay = fetch.backoff_delay(attempts, error.retry_after, self.settings.download.backoff_max)
-        await self.journal.mark_retry(delivery_id, attempts, str(error), "download_retry", time.time() + delay)
+        if not await self.journal.mark_retry(delivery_id, attempts, str(error), "download_retry", time.time() + delay):
+            return
         log.warning(
             "download_retry", **context, error=str(error), attempt=attempts,
             attempts_left=maximum - attempts, retry_in=round(delay, 2),
@@ -193,8 +207,32 @@ class Daemon:
 
     async def _fail(self, delivery_id: int, staging: Any, message: str, attempts: int, context: dict[str, Any]) -> None:
         await asyncio.to_thread(fetch.discard_staging, staging)
-        await self.journal.mark_failed(delivery_id, attempts, "download_failed", message)
+        if not await self.journal.mark_failed(delivery_id, attempts, "download_failed", message):
+            return
         log.warning("delivery_failed", **context, reason="download_failed", error=message, attempts=attempts)
+        self.notifier.emit("delivery_failed", **context, reason="download_failed", error=message)
+        await self.jobs_changed({context["job_id"]})
+
+    async def jobs_changed(self, job_ids: set[int]) -> None:
+        """Log and notify each job whose state moved to delivered, completed or failed."""
+        for job_id in job_ids:
+            change = await self.journal.job_state_change(job_id)
+            event = JOB_EVENTS.get(change[1]) if change else None
+            if event is None:
+                continue
+            log.info(event, job_id=job_id)
+            if event != "job_failed":
+                self.notifier.emit(event, job_id=job_id)
+
+    async def cancel_downloads(self, delivery_ids: set[int]) -> None:
+        """Stop running downloads and wait until they have."""
+        tasks = [self._downloads[i] for i in delivery_ids if i in self._downloads]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def wake_dispatcher(self) -> None:
+        self._wake.set()
 
     # Status
 
@@ -232,6 +270,7 @@ class Daemon:
         # The printers' loops and watchers stop before the journal they write to closes.
         for feed in self.feeds.values():
             await feed.stop()
+        await self.notifier.stop()
 
         if self._session is not None:
             await self._session.close()

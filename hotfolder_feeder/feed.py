@@ -14,6 +14,7 @@ import contextlib
 import errno
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -21,6 +22,7 @@ import structlog
 from . import handoff, journal
 from .config import PrinterSettings
 from .journal import Journal
+from .notify import Notifier
 from .watch import RECONCILE_INTERVAL, Identity, NativeWatcher, check_health, watch_mode
 
 log = structlog.get_logger("hotfolder_feeder.feed")
@@ -29,14 +31,26 @@ log = structlog.get_logger("hotfolder_feeder.feed")
 class PrinterFeed:
     """Owns one printer's hot folder, its watcher and the loop that feeds it."""
 
-    def __init__(self, printer: PrinterSettings, journal: Journal) -> None:
+    def __init__(
+        self,
+        printer: PrinterSettings,
+        journal: Journal,
+        notifier: Notifier,
+        on_jobs_changed: Callable[[set[int]], Awaitable[None]],
+    ) -> None:
         self.printer = printer
         self.journal = journal
         self.wake = asyncio.Event()
         self.identity: Identity | None = None
         self.mode = printer.watch
         self.outage: str | None = None
+        self.paused = False
+        self.rip_offline = False
         self.last_pass_at: float | None = None
+        self.last_pickup_at: float | None = None
+        self._notifier = notifier
+        self._on_jobs_changed = on_jobs_changed
+        self._lock = asyncio.Lock()
         self._watcher: NativeWatcher | None = None
         self._task: asyncio.Task[None] | None = None
         self._waiting_on_names: set[str] = set()
@@ -51,7 +65,9 @@ class PrinterFeed:
         A hot folder that cannot be used yet is an outage, not an error: the loop keeps checking
         and starts feeding when it appears. A staging folder on another filesystem is an error.
         """
-        await self._check_health()
+        self.last_pickup_at = await self.journal.last_pickup(self.name)
+        if await self._check_health():
+            self._ensure_watcher()
         self._task = asyncio.create_task(self._run(), name=f"feed-{self.name}")
 
     async def stop(self) -> None:
@@ -97,17 +113,23 @@ class PrinterFeed:
         The health check runs every poll interval whatever the watch mode, so an outage is seen
         as fast on a local folder as on a share.
         """
-        if not await self._check_health():
-            return
-        self._ensure_watcher()
-        if not full:
-            return
+        async with self._lock:
+            if not await self._check_health():
+                return
+            self._ensure_watcher()
+            if not full:
+                # Events keep pickups current between scans; stalls and idle RIPs are timed.
+                waiting = await self.journal.delivered(self.name) if self.mode != "off" else []
+                await self._flag_stalls(waiting)
+                self._check_rip(waiting)
+                return
 
-        present = await asyncio.to_thread(handoff.list_files, self.printer.hotfolder)
-        waiting = await self._record_pickups(present)
-        await self._flag_stalls(waiting)
-        await self._hand_off(present, len(waiting))
-        self.last_pass_at = time.time()
+            present = await asyncio.to_thread(handoff.list_files, self.printer.hotfolder)
+            waiting = await self._record_pickups(present)
+            await self._flag_stalls(waiting)
+            self._check_rip(waiting)
+            await self._hand_off(present, len(waiting))
+            self.last_pass_at = time.time()
 
     async def _check_health(self) -> bool:
         identity, reason = await asyncio.to_thread(check_health, self.printer, self.identity)
@@ -130,7 +152,7 @@ class PrinterFeed:
 
     def _enter_outage(self, reason: str) -> None:
         if self.outage != reason:
-            log.error("printer_offline", printer=self.name, reason=reason)
+            log.error("printer_outage", printer=self.name, reason=reason)
         self.outage = reason
 
     def _ensure_watcher(self) -> None:
@@ -150,13 +172,20 @@ class PrinterFeed:
             return []
         delivered = await self.journal.delivered(self.name)
         gone = [row for row in delivered if row["name"] not in present]
+        if not gone:
+            return delivered
+
         now = time.time()
         await self.journal.mark_picked_up([row["id"] for row in gone], now)
+        self.last_pickup_at = now
         for row in gone:
             log.info(
                 "file_picked_up", printer=self.name, job_id=row["job_id"], delivery_id=row["id"],
                 name=row["name"], seconds=round(now - row["delivered_at"], 3),
             )  # fmt: skip
+            if row["stalled"]:
+                log.info("file_stall_cleared", printer=self.name, delivery_id=row["id"], name=row["name"])
+        await self._on_jobs_changed({row["job_id"] for row in gone})
         return [row for row in delivered if row["name"] in present]
 
     async def _flag_stalls(self, waiting: list[sqlite3.Row]) -> None:
@@ -168,18 +197,53 @@ class PrinterFeed:
                     "file_stalled", printer=self.name, job_id=row["job_id"],
                     delivery_id=row["id"], name=row["name"], stall_after=self.printer.stall_after,
                 )  # fmt: skip
+                self._notifier.emit(
+                    "file_stalled", printer=self.name, job_id=row["job_id"],
+                    delivery_id=row["id"], name=row["name"],
+                )  # fmt: skip
+
+    def _check_rip(self, waiting: list[sqlite3.Row]) -> None:
+        """Flag the RIP offline when files wait and it has taken nothing for `offline_after`."""
+        if self.mode == "off":
+            return
+        now = time.time()
+        oldest = min((row["delivered_at"] for row in waiting), default=None)
+        idle_since = max(self.last_pickup_at or 0.0, oldest or 0.0)
+        offline = oldest is not None and now - idle_since > self.printer.offline_after
+        if offline and not self.rip_offline:
+            log.warning("printer_offline", printer=self.name, files_waiting=len(waiting), idle_seconds=round(now - idle_since))
+            self._notifier.emit("printer_offline", printer=self.name, files_waiting=len(waiting))
+        elif self.rip_offline and not offline:
+            log.warning("printer_online", printer=self.name)
+            self._notifier.emit("printer_online", printer=self.name)
+        self.rip_offline = offline
 
     async def _hand_off(self, present: set[str], waiting: int) -> None:
+        """Release staged files in print order while the printer accepts more.
+
+        With a feed limit the order is strict: a file still downloading holds back the files
+        behind it, except one waiting to retry, which must not block the printer.
+        """
+        if self.paused:
+            return
         limit = self.printer.max_waiting if self.mode != "off" else 0
-        for row in await self.journal.staged(self.name):
+        released: set[int] = set()
+        for row in await self.journal.queued(self.name):
             if limit and waiting >= limit:
-                return
+                break
+            if row["state"] != journal.STAGED:
+                if limit and _holds_its_place(row):
+                    break
+                continue
             if row["name"] in present:
                 self._note_name_taken(row)
                 continue
             if await self._hand_off_one(row):
                 present.add(row["name"])
                 waiting += 1
+                released.add(row["job_id"])
+        if released:
+            await self._on_jobs_changed(released)
 
     async def _hand_off_one(self, row: sqlite3.Row) -> bool:
         delivery_id = row["id"]
@@ -239,6 +303,33 @@ class PrinterFeed:
             return
         await self.journal.requeue([delivery_id], "staged file missing at start", journal.STAGED)
 
+    async def recall(self, rows: list[sqlite3.Row]) -> None:
+        """Move delivered files of a cancelled job out of the hot folder, never deleting them.
+
+        They go to the `recalled` folder beside staging, on the same filesystem, so the move is
+        an atomic rename. A file already gone was taken by the RIP and counts as picked up.
+        """
+        async with self._lock:
+            for row in rows:
+                folder = self.printer.staging_dir / "recalled" / f"{row['job_id']}-{row['id']}"
+                target = folder / row["name"]
+                try:
+                    await asyncio.to_thread(handoff.recall, self.printer.hotfolder / row["name"], target)
+                except FileNotFoundError:
+                    await self.journal.mark_picked_up([row["id"]], time.time())
+                    continue
+                await self.journal.mark_recalled(row["id"], str(target))
+                log.info("file_recalled", printer=self.name, job_id=row["job_id"], delivery_id=row["id"], path=str(target))
+
+    @property
+    def state(self) -> str:
+        """The printer's state for operators: outage, paused, offline or online."""
+        if self.outage:
+            return "outage"
+        if self.paused:
+            return "paused"
+        return "offline" if self.rip_offline else "online"
+
     def summary(self) -> dict[str, object]:
         return {
             "name": self.name,
@@ -246,10 +337,16 @@ class PrinterFeed:
             "group": self.printer.group,
             "watch": self.mode,
             "filesystem": self.identity.fstype if self.identity else None,
-            "state": "outage" if self.outage else "online",
+            "state": self.state,
             "outage": self.outage,
             "max_waiting": self.printer.max_waiting,
             "watcher_alive": self.is_alive(),
+            "last_pickup_at": self.last_pickup_at,
             "last_scan_at": self.last_pass_at,
         }
 
+
+
+def _holds_its_place(row: sqlite3.Row) -> bool:
+    """A queued file still on its first download keeps the files behind it waiting."""
+    return row["state"] == journal.DOWNLOADING or (row["state"] == journal.PENDING and row["attempts"] == 0)

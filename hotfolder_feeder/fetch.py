@@ -160,13 +160,14 @@ class Fetcher:
                     size, sha256 = await self._stream(response, staging, resumed_from, expected, ext)
         except aiohttp.InvalidURL as error:
             raise PermanentFetchError(f"invalid artwork URL: {error}") from None
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as error:
-            raise TransientFetchError(f"{type(error).__name__}: {error or 'connection lost'}") from None
-        except TimeoutError:
+        except (aiohttp.ServerTimeoutError, TimeoutError):
+            # aiohttp's timeouts also subclass ClientConnectionError, so they are caught first.
             raise TransientFetchError(
                 f"no data for {self._settings.read_timeout:g}s (read timeout) or no connection "
                 f"within {self._settings.connect_timeout:g}s (connect timeout)"
             ) from None
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as error:
+            raise TransientFetchError(f"{type(error).__name__}: {error or 'connection lost'}") from None
         except OSError as error:
             if error.errno == errno.ENOSPC:
                 # Give the space back, so that concurrent downloads cannot all stall half-written.

@@ -96,3 +96,10 @@ def remove_orphans(printer: PrinterSettings, keep: set[int]) -> list[str]:
             Path(entry.path).unlink(missing_ok=True)
             removed.append(entry.name)
     return removed
+
+
+def recall(delivered: Path, target: Path) -> None:
+    """Move a delivered file out of the hot folder; raises FileNotFoundError once it is gone."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(delivered, target)
+    _fsync_folder(delivered.parent)

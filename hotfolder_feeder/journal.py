@@ -28,6 +28,8 @@ PICKED_UP = "picked_up"
 FAILED = "failed"
 CANCELLED = "cancelled"
 WAITING_STATES = (PENDING, DOWNLOADING, STAGED, DELIVERED)
+# The order files are downloaded in and, with a feed limit, handed to the RIP: the order of printing.
+RELEASE_ORDER = "d.priority DESC, j.received_at, d.job_id, d.position"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -36,7 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     received_at REAL NOT NULL,
     pushes INTEGER NOT NULL DEFAULT 1,
     items INTEGER NOT NULL,
-    payload TEXT NOT NULL
+    payload TEXT NOT NULL,
+    notified_state TEXT
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,6 +55,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     name TEXT,
     path TEXT,
     state TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
     stalled INTEGER NOT NULL DEFAULT 0,
     bytes INTEGER,
     sha256 TEXT,
@@ -78,7 +82,24 @@ CREATE TABLE IF NOT EXISTS transitions (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS transitions_by_delivery ON transitions (delivery_id);
+CREATE TABLE IF NOT EXISTS printers (
+    name TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL DEFAULT 0,
+    changed_at REAL,
+    changed_by TEXT
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    action TEXT NOT NULL,
+    job_id INTEGER,
+    printer TEXT,
+    actor TEXT NOT NULL,
+    detail TEXT
+);
 """
+# Bumped with each change of SCHEMA; a journal from an older version is migrated on open.
+SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -94,6 +115,7 @@ class NewDelivery:
     ext: str
     printer: str | None
     name: str | None
+    priority: int = 0
     state: str = PENDING
     reason: str | None = None
     error: str | None = None
@@ -139,7 +161,15 @@ class Journal:
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
         connection.execute("PRAGMA busy_timeout=5000")
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            connection.close()
+            raise sqlite3.DatabaseError(
+                f"journal {self.path} was written by a newer hotfolder-feeder "
+                f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade it"
+            )
         connection.executescript(SCHEMA)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._connection = connection
 
     @property
@@ -184,7 +214,7 @@ class Journal:
     async def claim_due(self, now: float, limit: int, printers: Iterable[str]) -> list[sqlite3.Row]:
         """Mark up to `limit` due pending deliveries as downloading and return them.
 
-        Order: the job's arrival, then the file's place in the job.
+        Order: priority, then the job's arrival, then the file's place in the job.
         """
         names = list(printers)
 
@@ -193,7 +223,7 @@ class Journal:
             rows = db.execute(
                 f"""SELECT d.* FROM deliveries d JOIN jobs j ON j.id = d.job_id
                     WHERE d.state = ? AND d.next_attempt_at <= ? AND d.printer IN ({marks})
-                    ORDER BY j.received_at, d.job_id, d.position LIMIT ?""",
+                    ORDER BY {RELEASE_ORDER} LIMIT ?""",
                 (PENDING, now, *names, limit),
             ).fetchall()
             for row in rows:
@@ -208,53 +238,65 @@ class Journal:
 
     async def mark_staged(
         self, delivery_id: int, attempts: int, staging_path: str, size: int, sha256: str
-    ) -> None:
-        def write(db: sqlite3.Connection) -> None:
+    ) -> bool:
+        """Record a finished download; False when the delivery was cancelled meanwhile."""
+
+        def write(db: sqlite3.Connection) -> bool:
             now = time.time()
+            if not _set_state(db, delivery_id, STAGED, now, f"{size} bytes", from_state=DOWNLOADING):
+                return False
             db.execute(
                 "UPDATE deliveries SET attempts = ?, staging_path = ?, bytes = ?, sha256 = ?, "
                 "staged_at = ?, error = NULL, reason = NULL WHERE id = ?",
                 (attempts, staging_path, size, sha256, now, delivery_id),
             )
-            _set_state(db, delivery_id, STAGED, now, f"{size} bytes")
+            return True
 
-        await self._run(self._transaction, write)
+        return await self._run(self._transaction, write)
 
     async def mark_retry(
         self, delivery_id: int, attempts: int, error: str, reason: str, retry_at: float
-    ) -> None:
-        """Put a delivery back to pending after a transient failure, due again at `retry_at`."""
+    ) -> bool:
+        """Put a download back to pending after a transient failure, due again at `retry_at`."""
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: sqlite3.Connection) -> bool:
+            detail = f"{reason}: {error}"
+            if not _set_state(db, delivery_id, PENDING, time.time(), detail, from_state=DOWNLOADING):
+                return False
             db.execute(
                 "UPDATE deliveries SET attempts = ?, error = ?, reason = ?, next_attempt_at = ? "
                 "WHERE id = ?",
                 (attempts, error, reason, retry_at, delivery_id),
             )
-            _set_state(db, delivery_id, PENDING, time.time(), f"{reason}: {error}")
+            return True
 
-        await self._run(self._transaction, write)
+        return await self._run(self._transaction, write)
 
-    async def mark_failed(self, delivery_id: int, attempts: int, reason: str, error: str) -> None:
-        def write(db: sqlite3.Connection) -> None:
+    async def mark_failed(self, delivery_id: int, attempts: int, reason: str, error: str) -> bool:
+        """Fail a download; False when the delivery was cancelled meanwhile."""
+
+        def write(db: sqlite3.Connection) -> bool:
+            detail = f"{reason}: {error}"
+            if not _set_state(db, delivery_id, FAILED, time.time(), detail, from_state=DOWNLOADING):
+                return False
             db.execute(
                 "UPDATE deliveries SET attempts = ?, error = ?, reason = ?, staging_path = NULL "
                 "WHERE id = ?",
                 (attempts, error, reason, delivery_id),
             )
-            _set_state(db, delivery_id, FAILED, time.time(), f"{reason}: {error}")
+            return True
 
-        await self._run(self._transaction, write)
+        return await self._run(self._transaction, write)
 
-    async def staged(self, printer: str) -> list[sqlite3.Row]:
-        """Return the staged deliveries of a printer in the order they should be handed off."""
+    async def queued(self, printer: str) -> list[sqlite3.Row]:
+        """Return a printer's pending, downloading and staged deliveries in release order."""
 
         def read() -> list[sqlite3.Row]:
             return self._db.execute(
-                """SELECT d.* FROM deliveries d JOIN jobs j ON j.id = d.job_id
-                   WHERE d.printer = ? AND d.state = ?
-                   ORDER BY j.received_at, d.job_id, d.position""",
-                (printer, STAGED),
+                f"""SELECT d.* FROM deliveries d JOIN jobs j ON j.id = d.job_id
+                    WHERE d.printer = ? AND d.state IN (?, ?, ?)
+                    ORDER BY {RELEASE_ORDER}""",
+                (printer, PENDING, DOWNLOADING, STAGED),
             ).fetchall()
 
         return await self._run(read)
@@ -270,20 +312,22 @@ class Journal:
 
     async def mark_delivered(self, delivery_id: int, at: float) -> None:
         def write(db: sqlite3.Connection) -> None:
-            db.execute(
-                "UPDATE deliveries SET delivered_at = ?, handoff_intent = 0, staging_path = NULL "
-                "WHERE id = ?",
-                (at, delivery_id),
-            )
-            _set_state(db, delivery_id, DELIVERED, at)
+            if _set_state(db, delivery_id, DELIVERED, at, from_state=STAGED):
+                db.execute(
+                    "UPDATE deliveries SET delivered_at = ?, handoff_intent = 0, "
+                    "staging_path = NULL WHERE id = ?",
+                    (at, delivery_id),
+                )
 
         await self._run(self._transaction, write)
 
     async def mark_picked_up(self, delivery_ids: Sequence[int], at: float) -> None:
         def write(db: sqlite3.Connection) -> None:
             for delivery_id in delivery_ids:
-                db.execute("UPDATE deliveries SET picked_up_at = ? WHERE id = ?", (at, delivery_id))
-                _set_state(db, delivery_id, PICKED_UP, at)
+                if _set_state(db, delivery_id, PICKED_UP, at, from_state=DELIVERED):
+                    db.execute(
+                        "UPDATE deliveries SET picked_up_at = ? WHERE id = ?", (at, delivery_id)
+                    )
 
         if delivery_ids:
             await self._run(self._transaction, write)
@@ -376,6 +420,145 @@ class Journal:
             return None if row is None else str(row["payload"])
 
         return await self._run(read)
+
+    # Floor control: priorities, pauses, cancels, reprints, and the record of who did what
+
+    async def record_action(
+        self, action: str, actor: str, job_id: int | None = None, printer: str | None = None,
+        detail: str | None = None,
+    ) -> None:  # fmt: skip
+        await self._run(
+            self._transaction,
+            lambda db: db.execute(
+                "INSERT INTO actions (at, action, job_id, printer, actor, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time(), action, job_id, printer, actor, detail),
+            ),
+        )
+
+    async def actions(self, job_id: int) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            rows = self._db.execute(
+                "SELECT at, action, actor, printer, detail FROM actions WHERE job_id = ? ORDER BY id",
+                (job_id,),
+            )
+            return [dict(row) for row in rows]
+
+        return await self._run(read)
+
+    async def set_priority(self, job_id: int, priority: int | None) -> int:
+        """Set the priority of a job's waiting deliveries; None puts them ahead of all others."""
+
+        def write(db: sqlite3.Connection) -> int:
+            marks = ",".join("?" * len(WAITING_STATES))
+            if priority is None:
+                top = db.execute(
+                    f"SELECT MAX(priority) FROM deliveries WHERE state IN ({marks})", WAITING_STATES
+                ).fetchone()[0]
+                chosen = (top or 0) + 1
+            else:
+                chosen = priority
+            db.execute(
+                f"UPDATE deliveries SET priority = ? WHERE job_id = ? AND state IN ({marks})",
+                (chosen, job_id, *WAITING_STATES),
+            )
+            return chosen
+
+        return await self._run(self._transaction, write)
+
+    async def cancel(self, job_id: int) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+        """Cancel a job's deliveries that are not yet in a hot folder.
+
+        Returns them, so their downloads and staging files can be stopped and removed, and the
+        delivered ones, which the caller recalls from the hot folder.
+        """
+
+        def write(db: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+            now = time.time()
+            rows = db.execute(
+                "SELECT * FROM deliveries WHERE job_id = ? AND state IN (?, ?, ?, ?)",
+                (job_id, PENDING, DOWNLOADING, STAGED, FAILED),
+            ).fetchall()
+            for row in rows:
+                _set_state(db, row["id"], CANCELLED, now, "cancelled by an operator")
+            delivered = db.execute(
+                "SELECT * FROM deliveries WHERE job_id = ? AND state = ?", (job_id, DELIVERED)
+            ).fetchall()
+            return rows, delivered
+
+        return await self._run(self._transaction, write)
+
+    async def mark_recalled(self, delivery_id: int, path: str) -> None:
+        """Record a delivered file moved out of the hot folder by a cancel."""
+
+        def write(db: sqlite3.Connection) -> None:
+            if _set_state(db, delivery_id, CANCELLED, time.time(), f"recalled to {path}", DELIVERED):
+                db.execute("UPDATE deliveries SET path = ? WHERE id = ?", (path, delivery_id))
+
+        await self._run(self._transaction, write)
+
+    async def reprint(self, job_id: int, item_id: int | None) -> int:
+        """Add a new delivery for each file of the job (or of one item) that was written before.
+
+        Files still on their way are left alone: they will be written anyway.
+        """
+
+        def write(db: sqlite3.Connection) -> int:
+            now = time.time()
+            query = "SELECT * FROM deliveries WHERE job_id = ? AND state IN (?, ?, ?) AND printer IS NOT NULL"
+            parameters: tuple[Any, ...] = (job_id, DELIVERED, PICKED_UP, CANCELLED)
+            if item_id is not None:
+                query += " AND item_id = ?"
+                parameters += (item_id,)
+            rows = db.execute(query, parameters).fetchall()
+            keys = {row["key"] for row in db.execute("SELECT key FROM deliveries WHERE job_id = ?", (job_id,))}
+            return sum(_insert_reprint(db, row, keys, now) for row in rows)
+
+        return await self._run(self._transaction, write)
+
+    async def set_paused(self, printer: str, paused: bool, actor: str) -> None:
+        await self._run(
+            self._transaction,
+            lambda db: db.execute(
+                "INSERT INTO printers (name, paused, changed_at, changed_by) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, "
+                "changed_at = excluded.changed_at, changed_by = excluded.changed_by",
+                (printer, int(paused), time.time(), actor),
+            ),
+        )
+
+    async def paused_printers(self) -> set[str]:
+        def read() -> set[str]:
+            return {row["name"] for row in self._db.execute("SELECT name FROM printers WHERE paused = 1")}
+
+        return await self._run(read)
+
+    async def last_pickup(self, printer: str) -> float | None:
+        def read() -> float | None:
+            row = self._db.execute(
+                "SELECT MAX(picked_up_at) FROM deliveries WHERE printer = ?", (printer,)
+            ).fetchone()
+            return row[0]
+
+        return await self._run(read)
+
+    async def job_state_change(self, job_id: int) -> tuple[str | None, str] | None:
+        """Return (old, new) when a job's derived state changed since the last call, else None."""
+
+        def write(db: sqlite3.Connection) -> tuple[str | None, str] | None:
+            row = db.execute("SELECT notified_state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            rows = db.execute(
+                "SELECT state, COUNT(*) AS n FROM deliveries WHERE job_id = ? GROUP BY state", (job_id,)
+            )
+            new = job_state({r["state"]: r["n"] for r in rows})
+            if new == row["notified_state"]:
+                return None
+            db.execute("UPDATE jobs SET notified_state = ? WHERE id = ?", (new, job_id))
+            return row["notified_state"], new
+
+        return await self._run(self._transaction, write)
 
     async def job_exists(self, job_id: int) -> bool:
         def read() -> bool:
@@ -520,17 +703,39 @@ def _insert_delivery(db: sqlite3.Connection, job_id: int, delivery: NewDelivery,
     cursor = db.execute(
         """INSERT OR IGNORE INTO deliveries
            (job_id, key, position, item_id, order_item_id, artwork_name, url, ext, printer, name,
-            state, reason, error, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            priority, state, reason, error, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             job_id, delivery.key, delivery.position, delivery.item_id, delivery.order_item_id,
             delivery.artwork_name, delivery.url, delivery.ext, delivery.printer, delivery.name,
-            delivery.state, delivery.reason, delivery.error, now, now,
+            delivery.priority, delivery.state, delivery.reason, delivery.error, now, now,
         ),
     )  # fmt: skip
     if cursor.rowcount == 0:
         return 0
     _log_transition(db, cursor.lastrowid or 0, delivery.state, now, delivery.reason)
+    return 1
+
+
+def _insert_reprint(db: sqlite3.Connection, row: sqlite3.Row, keys: set[str], now: float) -> int:
+    base = row["key"].partition("#reprint")[0]
+    number = 1
+    while f"{base}#reprint{number}" in keys:
+        number += 1
+    key = f"{base}#reprint{number}"
+    keys.add(key)
+    cursor = db.execute(
+        """INSERT INTO deliveries
+           (job_id, key, position, item_id, order_item_id, artwork_name, url, ext, printer, name,
+            priority, state, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            row["job_id"], key, row["position"], row["item_id"], row["order_item_id"],
+            row["artwork_name"], row["url"], row["ext"], row["printer"], row["name"],
+            row["priority"], PENDING, now, now,
+        ),
+    )  # fmt: skip
+    _log_transition(db, cursor.lastrowid or 0, PENDING, now, f"reprint of delivery {row['id']}")
     return 1
 
 
@@ -563,12 +768,26 @@ def _requeue_failed(db: sqlite3.Connection, row: sqlite3.Row, route: Route) -> i
 
 
 def _set_state(
-    db: sqlite3.Connection, delivery_id: int, state: str, at: float, detail: str | None = None
-) -> None:
-    db.execute(
-        "UPDATE deliveries SET state = ?, updated_at = ? WHERE id = ?", (state, at, delivery_id)
-    )
-    _log_transition(db, delivery_id, state, at, detail)
+    db: sqlite3.Connection,
+    delivery_id: int,
+    state: str,
+    at: float,
+    detail: str | None = None,
+    from_state: str | None = None,
+) -> bool:
+    """Move a delivery to `state`; with `from_state`, only from that state. Return whether it moved."""
+    if from_state is None:
+        cursor = db.execute(
+            "UPDATE deliveries SET state = ?, updated_at = ? WHERE id = ?", (state, at, delivery_id)
+        )
+    else:
+        cursor = db.execute(
+            "UPDATE deliveries SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
+            (state, at, delivery_id, from_state),
+        )
+    if cursor.rowcount:
+        _log_transition(db, delivery_id, state, at, detail)
+    return bool(cursor.rowcount)
 
 
 def _log_transition(

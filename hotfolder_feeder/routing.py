@@ -8,7 +8,8 @@ the pattern `*`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from . import quickp
@@ -37,33 +38,49 @@ def matches(rule: RuleSettings, attributes: Mapping[str, str]) -> bool:
     return True
 
 
-def target_of(settings: Settings, attributes: Mapping[str, str]) -> str | None:
-    """Return the printer or group name the first matching rule names, else the default."""
+def rule_for(settings: Settings, attributes: Mapping[str, str]) -> RuleSettings | None:
+    """Return the first rule whose patterns all match, or None."""
     for rule in settings.routing.rules:
         if matches(rule, attributes):
-            return rule.printer or rule.group
-    return settings.routing.default
+            return rule
+    return None
+
+
+@dataclass(frozen=True)
+class Route:
+    printer: str
+    priority: int
 
 
 class Router:
-    """Routes the deliveries of one job, keeping a group's choice for the whole job."""
+    """Routes the deliveries of one job, keeping a group's choice for the whole job.
 
-    def __init__(self, settings: Settings, waiting: Mapping[str, int]) -> None:
+    Within a group the printer with the fewest deliveries waiting is chosen, skipping paused
+    printers unless every member is paused. A group with `spread = true` chooses per file.
+    """
+
+    def __init__(self, settings: Settings, waiting: Mapping[str, int], paused: Set[str] = frozenset()) -> None:
         self._settings = settings
-        self._waiting = waiting
+        self._waiting = dict(waiting)
+        self._paused = paused
         self._printer_names = {printer.name for printer in settings.printers}
         self._chosen_in_group: dict[str, str] = {}
 
-    def route(self, delivery: PlannedDelivery) -> str | None:
-        """Return the printer for a delivery, or None when no rule and no default applies."""
-        target = target_of(self._settings, attributes_of(delivery))
-        if target is None or target in self._printer_names:
-            return target
-        return self._member_of(target)
+    def route(self, delivery: PlannedDelivery) -> Route | None:
+        """Return the printer and priority for a delivery, or None when nothing applies."""
+        rule = rule_for(self._settings, attributes_of(delivery))
+        target = (rule.printer or rule.group) if rule else self._settings.routing.default
+        if target is None:
+            return None
+        printer = target if target in self._printer_names else self._member_of(target)
+        self._waiting[printer] = self._waiting.get(printer, 0) + 1
+        return Route(printer, rule.priority if rule else 0)
 
     def _member_of(self, group: str) -> str:
-        if group not in self._chosen_in_group:
-            members = self._settings.group_members(group)
-            least_busy = min(members, key=lambda printer: self._waiting.get(printer.name, 0))
-            self._chosen_in_group[group] = least_busy.name
-        return self._chosen_in_group[group]
+        if group in self._chosen_in_group and not self._settings.group_spreads(group):
+            return self._chosen_in_group[group]
+        members = self._settings.group_members(group)
+        active = [printer for printer in members if printer.name not in self._paused] or members
+        least_busy = min(active, key=lambda printer: self._waiting.get(printer.name, 0))
+        self._chosen_in_group[group] = least_busy.name
+        return least_busy.name

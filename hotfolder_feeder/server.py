@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from . import kornitx
+from . import actions, kornitx
 from .errors import PayloadError
 
 if TYPE_CHECKING:
@@ -40,8 +40,9 @@ def create_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/jobs", list_jobs)
     app.router.add_get("/api/jobs/{job_id}", show_job)
-    app.router.add_post("/api/jobs/{job_id}/retry", retry_job)
+    app.router.add_post("/api/jobs/{job_id}/{action:retry|reprint|cancel|prioritize}", job_action)
     app.router.add_get("/api/printers", list_printers)
+    app.router.add_post("/api/printers/{printer}/{action:pause|resume}", printer_action)
     app.router.add_get("/", dashboard)
     return app
 
@@ -210,10 +211,14 @@ async def show_job(request: web.Request) -> web.Response:
         return error_response(404, None, f"job {job_id} is not known")
     summary = _job_summary(job)
     summary["deliveries"] = [_delivery(row) for row in job["deliveries"]]
+    summary["actions"] = [
+        {**action, "at": iso_time(action["at"])} for action in await request.app[DAEMON_KEY].journal.actions(job_id)
+    ]
     return web.json_response(summary)
 
 
-async def retry_job(request: web.Request) -> web.Response:
+async def job_action(request: web.Request) -> web.Response:
+    """Run an operator action on a job: retry, reprint (optional item_id), cancel, prioritize."""
     rejection = _authorize(request, _admin_tokens(request))
     if rejection is not None:
         return rejection
@@ -221,8 +226,56 @@ async def retry_job(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
     if not await daemon.journal.job_exists(job_id):
         return error_response(404, None, f"job {job_id} is not known")
-    count = await daemon.retry(job_id)
-    return web.json_response({"job_id": job_id, "retried": count})
+    options = await _options(request)
+    actor = _actor(request)
+    action = request.match_info["action"]
+    if action == "retry":
+        result = await actions.retry(daemon, job_id, actor)
+    elif action == "reprint":
+        result = await actions.reprint(daemon, job_id, _optional_int(options, "item_id"), actor)
+    elif action == "cancel":
+        result = await actions.cancel(daemon, job_id, actor)
+    else:
+        result = await actions.prioritize(daemon, job_id, _optional_int(options, "priority"), actor)
+    return web.json_response(result)
+
+
+async def printer_action(request: web.Request) -> web.Response:
+    """Pause or resume a printer."""
+    rejection = _authorize(request, _admin_tokens(request))
+    if rejection is not None:
+        return rejection
+    daemon = request.app[DAEMON_KEY]
+    printer = request.match_info["printer"]
+    if printer not in daemon.feeds:
+        return error_response(404, None, f"printer {printer!r} is not configured; printers: {', '.join(daemon.feeds)}")
+    paused = request.match_info["action"] == "pause"
+    return web.json_response(await actions.set_paused(daemon, printer, paused, _actor(request)))
+
+
+async def _options(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        options = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="body must be a JSON object, or empty") from None
+    if not isinstance(options, dict):
+        raise web.HTTPBadRequest(text="body must be a JSON object, or empty")
+    return options
+
+
+def _optional_int(options: dict[str, Any], name: str) -> int | None:
+    value = options.get(name)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise web.HTTPBadRequest(text=f"{name} must be a whole number, got {value!r}")
+    return value
+
+
+def _actor(request: web.Request) -> str:
+    """Name who asked: the X-Operator header the CLI sends, and the address it came from."""
+    operator = request.headers.get("X-Operator", "").strip()[:100] or "unknown operator"
+    return f"{operator} from {request.remote}"
 
 
 async def list_printers(request: web.Request) -> web.Response:
@@ -284,6 +337,7 @@ def _delivery(row: dict[str, Any]) -> dict[str, Any]:
         "bytes": row["bytes"],
         "sha256": row["sha256"],
         "attempts": row["attempts"],
+        "priority": row["priority"],
         "reason": row["reason"],
         "error": row["error"],
         "created_at": iso_time(row["created_at"]),

@@ -54,6 +54,7 @@ poll_interval = "500ms"
 require_mount = true
 max_waiting = 3
 stall_after = "1h"
+offline_after = "20m"
 group = "storm"
 name_template = "{setup}_{item_id}_{copies}_{x}_{y}"
 job_artwork_template = "{job_id}-{stem}"
@@ -87,6 +88,17 @@ shipping_country = "GB"
 shipping_carrier = "Hermes"
 shipping_method = "express*"
 group = "storm"
+priority = 10
+
+[[groups]]
+name = "storm"
+spread = true
+
+[[notify.webhooks]]
+url = "https://floor.example/hooks/feeder"
+events = ["job_completed", "delivery_failed"]
+secret = "webhook-secret"
+max_attempts = 3
 
 [log]
 level = "debug"
@@ -213,6 +225,7 @@ def test_load_full_example_printers(tmp_path: Path) -> None:
     assert storm.require_mount is True
     assert storm.max_waiting == 3
     assert storm.stall_after == 3600.0
+    assert storm.offline_after == 1200.0
     assert storm.group == "storm"
     assert storm.name_template == "{setup}_{item_id}_{copies}_{x}_{y}"
     assert storm.job_artwork_template == "{job_id}-{stem}"
@@ -241,6 +254,18 @@ def test_load_full_example_routing(tmp_path: Path) -> None:
         "shipping_method": "express*",
     }
     assert [printer.name for printer in settings.group_members("storm")] == ["storm-1", "storm-2"]
+    assert second.priority == 10
+    assert settings.group_spreads("storm") is True
+
+
+def test_load_full_example_notify(tmp_path: Path) -> None:
+    """Every [[notify.webhooks]] key of a full example file reaches the settings."""
+    (webhook,) = config.load(write_config(tmp_path, FULL_EXAMPLE)).notify.webhooks
+
+    assert webhook.url == "https://floor.example/hooks/feeder"
+    assert webhook.events == ["job_completed", "delivery_failed"]
+    assert webhook.secret == "webhook-secret"
+    assert webhook.max_attempts == 3
 
 
 def test_load_full_example_round_trip(tmp_path: Path) -> None:
@@ -265,6 +290,8 @@ def test_load_full_example_every_key(tmp_path: Path) -> None:
     assert set(raw["download"]) == set(config.DownloadSettings.model_fields)
     assert set(raw["printers"][0]) == set(config.PrinterSettings.model_fields)
     assert rule_keys | {"printer", "group"} == set(config.RuleSettings.model_fields)
+    assert set(raw["groups"][0]) == set(config.GroupSettings.model_fields)
+    assert set(raw["notify"]["webhooks"][0]) == set(config.WebhookSettings.model_fields)
     assert set(raw["log"]) == set(config.LogSettings.model_fields)
 
 

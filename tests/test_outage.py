@@ -105,7 +105,7 @@ async def test_unmounted_share_is_an_outage(tmp_path: Path, origin: ArtworkOrigi
     await wait_until(lambda: _in_state(daemon.url, 2, "delivered"), 20, "files delivered to the share")
 
     share.unmount()
-    offline = await daemon.wait_for_event("printer_offline", 10)
+    offline = await daemon.wait_for_event("printer_outage", 10)
     assert "printer-1" == offline["printer"]
     status, ready = await api("GET", f"{daemon.url}/readyz")
     assert status == 503
@@ -142,7 +142,7 @@ async def test_vanished_hotfolder_is_an_outage(tmp_path: Path, origin: ArtworkOr
     hotfolder = tmp_path / "hot-1"
     hotfolder.rename(tmp_path / "hot-1-away")
 
-    offline = await daemon.wait_for_event("printer_offline", 30)
+    offline = await daemon.wait_for_event("printer_outage", 30)
     assert "cannot be read" in offline["reason"]
     status, ready = await api("GET", f"{daemon.url}/readyz")
     assert status == 503

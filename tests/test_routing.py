@@ -70,7 +70,8 @@ def build_settings(
 def route(
     settings: Settings, delivery: PlannedDelivery, waiting: dict[str, int] | None = None
 ) -> str | None:
-    return routing.Router(settings, waiting or {}).route(delivery)
+    routed = routing.Router(settings, waiting or {}).route(delivery)
+    return routed.printer if routed else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +261,7 @@ def test_route_group_fewest_waiting(tmp_path: Path) -> None:
 
     routed = [router.route(delivery) for delivery in consolidation_deliveries()]
 
-    assert routed == ["g2", "g2"]
+    assert [route.printer for route in routed if route] == ["g2", "g2"]
 
 
 def test_route_group_choice_kept_for_job(tmp_path: Path) -> None:
@@ -270,9 +271,9 @@ def test_route_group_choice_kept_for_job(tmp_path: Path) -> None:
     router = routing.Router(settings, waiting)
     first, second = consolidation_deliveries()
 
-    assert router.route(first) == "g2"
+    assert router.route(first) == routing.Route("g2", 0)
     waiting["g2"] = 10
-    assert router.route(second) == "g2"
+    assert router.route(second) == routing.Route("g2", 0)
 
 
 def test_route_group_next_job_rechosen(tmp_path: Path) -> None:
@@ -439,3 +440,37 @@ def test_file_name_long_name_capped(tmp_path: Path) -> None:
 
     assert len(name.encode("utf-8")) <= 255
     assert name.endswith(".png")
+
+
+def test_route_group_spread(tmp_path: Path) -> None:
+    """A group with spread = true sends each file to the member with the fewest waiting."""
+    raw = {
+        "printers": GROUP_PRINTERS,
+        "groups": [{"name": "storm", "spread": True}],
+        "routing": {"rules": [{"group": "storm"}]},
+    }
+    settings = config.build(raw, base=tmp_path, source="test")
+    router = routing.Router(settings, {"g1": 1, "g2": 1, "g3": 5})
+
+    routed = [router.route(delivery) for delivery in consolidation_deliveries()]
+
+    assert sorted(route.printer for route in routed if route) == ["g1", "g2"]
+
+
+def test_route_group_skips_paused(tmp_path: Path) -> None:
+    """A paused member gets no new work while another member of its group is active."""
+    settings = build_settings(tmp_path, [{"group": "storm"}], printers=GROUP_PRINTERS)
+    router = routing.Router(settings, {"g1": 0, "g2": 5, "g3": 9}, paused={"g1"})
+
+    routed = router.route(consolidation_deliveries()[0])
+
+    assert routed == routing.Route("g2", 0)
+
+
+def test_route_rule_priority(tmp_path: Path) -> None:
+    """A matching rule's priority comes with its route; the default route has priority 0."""
+    settings = build_settings(tmp_path, [{"sku": "JH001 GOL*", "printer": "p1", "priority": 5}], default="p1")
+    deliveries = consolidation_deliveries()
+
+    assert routing.Router(settings, {}).route(deliveries[1]) == routing.Route("p1", 5)
+    assert routing.Router(settings, {}).route(deliveries[0]) == routing.Route("p1", 0)
