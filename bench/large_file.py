@@ -29,6 +29,7 @@ listen = "127.0.0.1:0"
 [storage]
 state_dir = "{folder}/state"
 [download]
+allow_http = true
 allow_private_networks = true
 [[printers]]
 name = "printer-1"

@@ -163,6 +163,7 @@ async def serve(settings: Settings) -> int:
     daemon = Daemon(settings)
     stop = asyncio.Event()
     _install_signal_handlers(stop)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, daemon.reload_tls)
     try:
         await daemon.start()
     except (ConfigError, OSError) as error:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -88,22 +90,56 @@ class _Table(BaseModel):
 
 
 class AuthSettings(_Table):
+    # Several tokens may be valid at once, so they can be rotated without a gap.
     tokens: list[str] = []
     admin_tokens: list[str] = []
     hmac_key: str | None = None
+    # Files with one secret per line (blank lines and lines starting with # are skipped), so the
+    # config itself can be world-readable. Added to the inline values above.
+    tokens_file: Path | None = None
+    admin_tokens_file: Path | None = None
+    hmac_key_file: Path | None = None
     allowed_ips: list[str] = []
+    # Addresses of reverse proxies whose X-Forwarded-For names the real client.
+    trusted_proxies: list[str] = []
+    # Addresses that may read the dashboard and the API without a token (never act or push).
+    read_only_ips: list[str] = []
 
-    @model_validator(mode="after")
-    def _check_networks(self) -> AuthSettings:
-        for network in self.allowed_ips:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
+    @field_validator("allowed_ips", "trusted_proxies", "read_only_ips")
+    @classmethod
+    def _check_networks(cls, networks: list[str]) -> list[str]:
+        return check_networks(networks)
+
+    @field_validator("tokens", "admin_tokens")
+    @classmethod
+    def _check_tokens(cls, tokens: list[str]) -> list[str]:
+        for token in tokens:
+            if len(token) < MIN_TOKEN_LENGTH:
                 raise ValueError(
-                    f"allowed_ips entry {network!r} is not an address or CIDR range such as "
-                    "\"203.0.113.0/24\""
-                ) from None
-        return self
+                    f"a token of {len(token)} characters is too easy to guess; use at least "
+                    f"{MIN_TOKEN_LENGTH}, for example from `openssl rand -hex 32`"
+                )
+        return tokens
+
+
+def check_networks(networks: list[str]) -> list[str]:
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"entry {network!r} is not an address or CIDR range such as \"203.0.113.0/24\""
+            ) from None
+    return networks
+
+
+# Shorter tokens are rejected, because the push port faces the internet.
+MIN_TOKEN_LENGTH = 16
+SECRET_ENVIRONMENT = {
+    "tokens": "HOTFOLDER_FEEDER_TOKENS",
+    "admin_tokens": "HOTFOLDER_FEEDER_ADMIN_TOKENS",
+    "hmac_key": "HOTFOLDER_FEEDER_HMAC_KEY",
+}
 
 
 class TlsSettings(_Table):
@@ -144,9 +180,19 @@ class DownloadSettings(_Table):
     # 0 means no limit.
     max_file_size: Size = 0
     allowed_hosts: list[str] = []
-    allow_private_networks: bool = False
+    # Plain http lets anyone on the path swap the artwork; S3 and CDNs all serve https.
+    allow_http: bool = False
+    # True allows every private address, or a list allows those networks, such as a floor's own
+    # artwork server; link-local cloud metadata addresses stay refused unless listed.
+    allow_private_networks: bool | list[str] = False
+
     # How long a SIGTERM waits for running downloads before it puts them back to pending.
     stop_timeout: Duration = 20.0
+
+    @field_validator("allow_private_networks")
+    @classmethod
+    def _check_private(cls, allowed: bool | list[str]) -> bool | list[str]:
+        return allowed if isinstance(allowed, bool) else check_networks(allowed)
 
 
 class PrinterSettings(_Table):
@@ -352,17 +398,62 @@ def load(path: Path | None) -> Settings:
     return build(raw, base=path.resolve().parent, source=str(path))
 
 
-def build(raw: dict[str, Any], base: Path, source: str) -> Settings:
+def build(
+    raw: dict[str, Any], base: Path, source: str, environ: Mapping[str, str] | None = None
+) -> Settings:
     """Validate a parsed TOML table and make its paths absolute against `base`."""
     if "printers" not in raw:
         raw = {**raw, "printers": EMBEDDED_DEFAULTS["printers"]}
         if "default" not in raw.get("routing", {}):
             raw["routing"] = {**raw.get("routing", {}), "default": "printer-1"}
+    raw = _with_environment_secrets(raw, environ if environ is not None else os.environ)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(f"invalid config in {source}:\n{describe(error)}") from None
-    return _absolute(settings, base)
+    return _with_file_secrets(_absolute(settings, base))
+
+
+def _with_environment_secrets(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Let secrets in the environment replace those in the file, as systemd credentials do."""
+    auth = dict(raw.get("server", {}).get("auth", {}))
+    for key, variable in SECRET_ENVIRONMENT.items():
+        value = environ.get(variable, "").strip()
+        if value:
+            auth[key] = value if key == "hmac_key" else value.replace(",", " ").split()
+    if not auth:
+        return raw
+    return {**raw, "server": {**raw.get("server", {}), "auth": auth}}
+
+
+def _with_file_secrets(settings: Settings) -> Settings:
+    auth = settings.server.auth
+    update: dict[str, Any] = {}
+    if auth.tokens_file:
+        update["tokens"] = [*auth.tokens, *_read_secrets(auth.tokens_file, "tokens_file")]
+    if auth.admin_tokens_file:
+        update["admin_tokens"] = [*auth.admin_tokens, *_read_secrets(auth.admin_tokens_file, "admin_tokens_file")]
+    if auth.hmac_key_file:
+        keys = _read_secrets(auth.hmac_key_file, "hmac_key_file")
+        if len(keys) != 1:
+            raise ConfigError(f"server.auth.hmac_key_file {auth.hmac_key_file} must hold exactly one key")
+        update["hmac_key"] = keys[0]
+    if not update:
+        return settings
+    try:
+        checked = AuthSettings.model_validate({**auth.model_dump(), **update})
+    except ValidationError as error:
+        raise ConfigError(f"invalid secret file:\n{describe(error)}") from None
+    server = settings.server.model_copy(update={"auth": checked})
+    return settings.model_copy(update={"server": server})
+
+
+def _read_secrets(path: Path, key: str) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"server.auth.{key}: cannot read {path}: {error}") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def describe(error: ValidationError) -> str:
@@ -407,7 +498,14 @@ def _absolute(settings: Settings, base: Path) -> Settings:
             "key": absolute(settings.server.tls.key) if settings.server.tls.key else None,
         }
     )
-    server = settings.server.model_copy(update={"tls": tls})
+    auth = settings.server.auth.model_copy(
+        update={
+            key: absolute(getattr(settings.server.auth, key))
+            for key in ("tokens_file", "admin_tokens_file", "hmac_key_file")
+            if getattr(settings.server.auth, key)
+        }
+    )
+    server = settings.server.model_copy(update={"tls": tls, "auth": auth})
     return settings.model_copy(update={"printers": printers, "storage": storage, "server": server})
 
 
@@ -418,6 +516,9 @@ def redacted(settings: Settings) -> dict[str, Any]:
     auth["tokens"] = [_mask(token) for token in auth["tokens"]]
     auth["admin_tokens"] = [_mask(token) for token in auth["admin_tokens"]]
     auth["hmac_key"] = _mask(auth["hmac_key"]) if auth["hmac_key"] else None
+    for webhook in data["notify"]["webhooks"]:
+        webhook["secret"] = _mask(webhook["secret"]) if webhook["secret"] else None
+        webhook["url"] = webhook["url"].split("?", 1)[0]
     return data
 
 

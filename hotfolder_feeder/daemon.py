@@ -50,6 +50,7 @@ class Daemon:
         self._downloads: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self.notifier = Notifier(settings.notify.webhooks)
+        self._ssl_context: Any = None
 
     # Start-up
 
@@ -79,12 +80,26 @@ class Daemon:
         self._runner = web.AppRunner(server.create_app(self), access_log=None, shutdown_timeout=5)
         await self._runner.setup()
         ssl_context = _ssl_context(self.settings)
+        self._ssl_context = ssl_context
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound_port = self._runner.addresses[0][1]
         scheme = "https" if ssl_context else "http"
         shown_host = f"[{host}]" if ":" in host else host
         self.listen_url = f"{scheme}://{shown_host}:{bound_port}"
+
+    def reload_tls(self) -> None:
+        """Load the TLS certificate and key again, for new connections; on SIGHUP after renewal."""
+        tls = self.settings.server.tls
+        if self._ssl_context is None or tls.cert is None or tls.key is None:
+            log.info("tls_reload_skipped", reason="TLS is not configured")
+            return
+        try:
+            self._ssl_context.load_cert_chain(tls.cert, tls.key)
+        except (OSError, ValueError) as error:
+            log.error("tls_reload_failed", cert=str(tls.cert), error=str(error))
+            return
+        log.info("tls_reloaded", cert=str(tls.cert))
 
     # Receiving jobs
 

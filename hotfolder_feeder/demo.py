@@ -56,7 +56,7 @@ def demo_settings(folder: Path) -> config.Settings:
         {
             "server": {"listen": "127.0.0.1:0"},
             "storage": {"state_dir": "state"},
-            "download": {"allow_private_networks": True},
+            "download": {"allow_http": True, "allow_private_networks": True},
             "printers": [{"name": "printer-1", "hotfolder": "hotfolders/printer-1", "poll_interval": "1s"}],
             "routing": {"default": "printer-1"},
         },

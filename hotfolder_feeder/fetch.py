@@ -77,17 +77,22 @@ class GuardedResolver(ThreadedResolver):
 
     Checking the address actually connected to, rather than a separate look-up first, means a
     host name cannot resolve to a public address for the check and a private one for the request.
+    `exceptions` are networks that are allowed all the same, such as a floor's own artwork server.
     """
+
+    def __init__(self, exceptions: list[str]) -> None:
+        super().__init__()
+        self._exceptions = exceptions
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[dict[str, Any]]:
         results = await super().resolve(host, port, family)
-        allowed = [result for result in results if not is_private_address(result["host"])]
+        allowed = [result for result in results if not refused_address(result["host"], self._exceptions)]
         if not allowed:
             raise PrivateAddressError(
-                f"artwork host {host} resolves only to private or loopback addresses; "
-                "set allow_private_networks = true in [download] to allow it"
+                f"artwork host {host} resolves only to private or loopback addresses; allow it "
+                "with allow_private_networks in [download] (true, or a list of networks)"
             )
         return allowed
 
@@ -99,9 +104,20 @@ def is_private_address(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
+def refused_address(address: str, exceptions: list[str]) -> bool:
+    """Return whether an address is private and in none of the allowed networks."""
+    if not is_private_address(address):
+        return False
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not any(ip in ipaddress.ip_network(network, strict=False) for network in exceptions)
+
+
 def make_session(settings: DownloadSettings) -> aiohttp.ClientSession:
     """Create the client session for artwork downloads; the caller owns and closes it."""
-    resolver = None if settings.allow_private_networks else GuardedResolver()
+    private = settings.allow_private_networks
+    resolver = None if private is True else GuardedResolver([] if private is False else private)
     connector = aiohttp.TCPConnector(
         limit=settings.concurrency,
         limit_per_host=settings.per_host,
@@ -201,6 +217,11 @@ class Fetcher:
     def _check_url(self, url: URL) -> None:
         if url.scheme not in ("http", "https"):
             raise PermanentFetchError(f"artwork URL scheme {url.scheme!r} is not http or https")
+        if url.scheme == "http" and not self._settings.allow_http:
+            raise PermanentFetchError(
+                f"artwork URL {_public(url)} is plain http; set allow_http = true in [download] "
+                "to allow it"
+            )
         host = url.host or ""
         if not host:
             raise PermanentFetchError(f"artwork URL {_public(url)} has no host")
@@ -209,11 +230,24 @@ class Fetcher:
             raise PermanentFetchError(
                 f"artwork host {host} is not in [download] allowed_hosts ({', '.join(patterns)})"
             )
-        if not self._settings.allow_private_networks and _is_private_literal(host):
+        if self._refuses_literal(host):
             raise PrivateAddressError(
-                f"artwork host {host} is a private or loopback address; "
-                "set allow_private_networks = true in [download] to allow it"
+                f"artwork host {host} is a private or loopback address; allow it with "
+                "allow_private_networks in [download] (true, or a list of networks)"
             )
+
+    def _refuses_literal(self, host: str) -> bool:
+        """Check a host written as an address, which aiohttp connects to without resolving."""
+        private = self._settings.allow_private_networks
+        if private is True:
+            return False
+        exceptions = [] if private is False else private
+        try:
+            return refused_address(host.strip("[]"), exceptions)
+        except ValueError:
+            name = host.lower()
+            local = name in ("localhost", "localhost.localdomain") or name.endswith(".localhost")
+            return local and not exceptions
 
     def _check_size(self, expected: int | None, url: URL) -> None:
         limit = self._settings.max_file_size
@@ -447,15 +481,6 @@ def backoff_delay(attempt: int, retry_after: float | None, maximum: float) -> fl
     if retry_after is not None:
         delay = max(delay, min(retry_after, maximum))
     return delay
-
-
-def _is_private_literal(host: str) -> bool:
-    try:
-        return is_private_address(host.strip("[]"))
-    except ValueError:
-        return host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(
-            ".localhost"
-        )
 
 
 def _public(url: URL) -> str:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import ipaddress
+import asyncio
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -17,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from . import actions, kornitx
+from .auth import Gate
 from .errors import PayloadError
 
 if TYPE_CHECKING:
@@ -24,8 +21,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("hotfolder_feeder.server")
 
-SIGNATURE_HEADER = "X-CustomGateway-Hmac"
 DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
+GATE_KEY: web.AppKey[Gate] = web.AppKey("gate", Gate)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -35,6 +32,7 @@ def create_app(daemon: Daemon) -> web.Application:
         client_max_size=settings.max_body_size, middlewares=[_json_errors], handler_args={"access_log": None}
     )
     app[DAEMON_KEY] = daemon
+    app[GATE_KEY] = Gate(settings.auth)
     app.router.add_post(settings.path, receive_job)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -45,6 +43,39 @@ def create_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/api/printers/{printer}/{action:pause|resume}", printer_action)
     app.router.add_get("/", dashboard)
     return app
+
+
+class BodyError(ValueError):
+    """Raised when a push body is not a JSON object that can be read at all."""
+
+
+def decode_job(body: bytes) -> kornitx.Job:
+    """Decode and validate a push body. Runs in a thread: a 32 MiB body takes a while.
+
+    Raises BodyError for what is not JSON (answered 400) and PayloadError for JSON that is not
+    a valid job (answered 422).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BodyError(f"body is not UTF-8 text: invalid byte at position {error.start}") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except json.JSONDecodeError as error:
+        raise BodyError(f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except RecursionError:
+        raise BodyError("body is nested too deeply to be a KornitX job") from None
+    return kornitx.parse_job(data)
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Refuse an object with a key twice: readers disagree on which value wins."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise json.JSONDecodeError(f"duplicate key {key[:100]!r} in an object", "", 0)
+        result[key] = value
+    return result
 
 
 def error_response(status: int, field: str | None, reason: str) -> web.Response:
@@ -63,66 +94,23 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return error_response(error.status, None, error.text or error.reason)
+        response = error_response(error.status, None, error.text or error.reason)
+        for header in ("WWW-Authenticate", "Retry-After", "Allow"):
+            if header in error.headers:
+                response.headers[header] = error.headers[header]
+        return response
 
 
 # Authentication
 
 
-def presented_token(request: web.Request) -> str | None:
-    """Return the token a request carries: `?token=`, a Bearer token or a Basic password."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    if scheme.lower() == "basic" and value.strip():
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return decoded.partition(":")[2] or None
-    return request.query.get("token") or None
+def _authorize(request: web.Request, accepted: object = None, read_only: bool = False) -> web.Response | None:
+    """Check an operators' API request; raises the HTTP error that rejects it.
 
-
-def token_matches(presented: str | None, accepted: list[str]) -> bool:
-    """Compare in constant time against every accepted token, so timing reveals nothing."""
-    if presented is None:
-        return False
-    found = False
-    for token in accepted:
-        found |= hmac.compare_digest(presented.encode(), token.encode())
-    return found
-
-
-def check_signature(body: bytes, presented: str | None, key: str) -> bool:
-    """Check an `X-CustomGateway-Hmac` header: HMAC-SHA256 of the raw body, hex or base64."""
-    if not presented:
-        return False
-    digest = hmac.new(key.encode(), body, hashlib.sha256).digest()
-    presented = presented.strip()
-    candidates = {digest.hex(), base64.b64encode(digest).decode()}
-    return any(hmac.compare_digest(presented.encode(), candidate.encode()) for candidate in candidates)
-
-
-def address_allowed(remote: str | None, networks: list[str]) -> bool:
-    if not networks:
-        return True
-    try:
-        address = ipaddress.ip_address((remote or "").split("%", 1)[0])
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
-
-
-def _authorize(request: web.Request, accepted: list[str]) -> web.Response | None:
-    if not accepted:
-        return None
-    if token_matches(presented_token(request), accepted):
-        return None
-    log.warning("request_rejected", remote=request.remote, path=request.path, reason="missing or invalid token")
-    response = error_response(401, None, "missing or invalid token")
-    response.headers["WWW-Authenticate"] = 'Bearer realm="hotfolder-feeder"'
-    return response
+    Returns None so that handlers written as `if (rejection := _authorize(...))` keep working.
+    """
+    request.app[GATE_KEY].require_operator(request, read_only=read_only)
+    return None
 
 
 def _admin_tokens(request: web.Request) -> list[str]:
@@ -136,29 +124,17 @@ def _admin_tokens(request: web.Request) -> list[str]:
 async def receive_job(request: web.Request) -> web.Response:
     """Validate a pushed job, commit it to the journal, then answer 202 (or 200 for a re-push)."""
     daemon = request.app[DAEMON_KEY]
-    auth = daemon.settings.server.auth
-    if not address_allowed(request.remote, auth.allowed_ips):
-        log.warning("request_rejected", remote=request.remote, path=request.path, reason="address not allowed")
-        return error_response(403, None, f"address {request.remote} is not in [server.auth] allowed_ips")
-    rejection = _authorize(request, auth.tokens)
-    if rejection is not None:
-        return rejection
-
+    gate = request.app[GATE_KEY]
+    gate.require_push(request)
     body = await request.read()
-    if auth.hmac_key and not check_signature(body, request.headers.get(SIGNATURE_HEADER), auth.hmac_key):
-        log.warning("request_rejected", remote=request.remote, path=request.path, reason="bad signature")
-        return error_response(401, None, f"missing or invalid {SIGNATURE_HEADER} signature of the body")
-    try:
-        data = json.loads(body)
-    except UnicodeDecodeError:
-        return error_response(400, "$", "body is not UTF-8 text")
-    except json.JSONDecodeError as error:
-        return error_response(400, "$", f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}")
+    gate.require_signature(request, body)
 
     try:
-        job = kornitx.parse_job(data)
+        job = await asyncio.to_thread(decode_job, body)
+    except BodyError as error:
+        return error_response(400, "$", str(error))
     except PayloadError as error:
-        log.warning("job_rejected", remote=request.remote, field=error.path, reason=error.reason)
+        log.warning("job_rejected", remote=gate.address(request), field=error.path, reason=error.reason)
         return error_response(422, error.path, error.reason)
 
     try:
@@ -193,7 +169,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    rejection = _authorize(request, _admin_tokens(request))
+    rejection = _authorize(request, read_only=True)
     if rejection is not None:
         return rejection
     limit = _int_query(request, "limit", 100)
@@ -202,7 +178,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def show_job(request: web.Request) -> web.Response:
-    rejection = _authorize(request, _admin_tokens(request))
+    rejection = _authorize(request, read_only=True)
     if rejection is not None:
         return rejection
     job_id = _job_id(request)
@@ -219,7 +195,7 @@ async def show_job(request: web.Request) -> web.Response:
 
 async def job_action(request: web.Request) -> web.Response:
     """Run an operator action on a job: retry, reprint (optional item_id), cancel, prioritize."""
-    rejection = _authorize(request, _admin_tokens(request))
+    rejection = _authorize(request)
     if rejection is not None:
         return rejection
     job_id = _job_id(request)
@@ -242,7 +218,7 @@ async def job_action(request: web.Request) -> web.Response:
 
 async def printer_action(request: web.Request) -> web.Response:
     """Pause or resume a printer."""
-    rejection = _authorize(request, _admin_tokens(request))
+    rejection = _authorize(request)
     if rejection is not None:
         return rejection
     daemon = request.app[DAEMON_KEY]
@@ -279,7 +255,7 @@ def _actor(request: web.Request) -> str:
 
 
 async def list_printers(request: web.Request) -> web.Response:
-    rejection = _authorize(request, _admin_tokens(request))
+    rejection = _authorize(request, read_only=True)
     if rejection is not None:
         return rejection
     return web.json_response({"printers": await request.app[DAEMON_KEY].printers()})

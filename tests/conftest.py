@@ -32,7 +32,9 @@ def settings_table(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     table: dict[str, Any] = {
         "server": {"listen": "127.0.0.1:0"},
         "storage": {"state_dir": str(tmp_path / "state")},
-        "download": {"allow_private_networks": True, "backoff_max": "1s", "stop_timeout": "5s"},
+        "download": {
+            "allow_http": True, "allow_private_networks": True, "backoff_max": "1s", "stop_timeout": "5s",
+        },
         "printers": [
             {"name": "printer-1", "hotfolder": str(tmp_path / "hot-1"), "poll_interval": "0.2s"}
         ],

@@ -21,10 +21,12 @@ max_body_size = "8MiB"
 allow_open_push = true
 
 [server.auth]
-tokens = ["push-token-1", "push-token-2"]
-admin_tokens = ["admin-token-1"]
+tokens = ["push-token-1-0123456789", "push-token-2-0123456789"]
+admin_tokens = ["admin-token-1-0123456789"]
 hmac_key = "hmac-key-1"
 allowed_ips = ["203.0.113.0/24", "127.0.0.1"]
+trusted_proxies = ["127.0.0.1"]
+read_only_ips = ["192.0.2.0/24"]
 
 [server.tls]
 cert = "/etc/feeder/cert.pem"
@@ -42,6 +44,7 @@ max_attempts = 5
 backoff_max = "10m"
 max_file_size = "2GiB"
 allowed_hosts = ["s3-eu-west-1.amazonaws.com"]
+allow_http = true
 allow_private_networks = true
 stop_timeout = "30s"
 
@@ -183,10 +186,12 @@ def test_load_full_example_server(tmp_path: Path) -> None:
     assert server.path == "/platform/push"
     assert server.max_body_size == 8 * MIB
     assert server.allow_open_push is True
-    assert server.auth.tokens == ["push-token-1", "push-token-2"]
-    assert server.auth.admin_tokens == ["admin-token-1"]
+    assert server.auth.tokens == ["push-token-1-0123456789", "push-token-2-0123456789"]
+    assert server.auth.admin_tokens == ["admin-token-1-0123456789"]
     assert server.auth.hmac_key == "hmac-key-1"
     assert server.auth.allowed_ips == ["203.0.113.0/24", "127.0.0.1"]
+    assert server.auth.trusted_proxies == ["127.0.0.1"]
+    assert server.auth.read_only_ips == ["192.0.2.0/24"]
     assert server.tls.cert == Path("/etc/feeder/cert.pem")
     assert server.tls.key == Path("/etc/feeder/key.pem")
 
@@ -206,6 +211,7 @@ def test_load_full_example_download(tmp_path: Path) -> None:
     assert download.max_file_size == 2 * 1024**3
     assert download.allowed_hosts == ["s3-eu-west-1.amazonaws.com"]
     assert download.allow_private_networks is True
+    assert download.allow_http is True
     assert download.stop_timeout == 30.0
     assert settings.log.level == "debug"
     assert settings.log.format == "json"
@@ -285,7 +291,8 @@ def test_load_full_example_every_key(tmp_path: Path) -> None:
 
     assert set(raw) == set(config.Settings.model_fields)
     assert set(raw["server"]) == set(config.ServerSettings.model_fields)
-    assert set(raw["server"]["auth"]) == set(config.AuthSettings.model_fields)
+    secret_files = {"tokens_file", "admin_tokens_file", "hmac_key_file"}
+    assert set(raw["server"]["auth"]) | secret_files == set(config.AuthSettings.model_fields)
     assert set(raw["server"]["tls"]) == set(config.TlsSettings.model_fields)
     assert set(raw["download"]) == set(config.DownloadSettings.model_fields)
     assert set(raw["printers"][0]) == set(config.PrinterSettings.model_fields)
@@ -665,10 +672,10 @@ def test_redacted_hides_secrets(tmp_path: Path) -> None:
     data = config.redacted(settings)
     text = json.dumps(data)
 
-    for secret in ("push-token-1", "push-token-2", "admin-token-1", "hmac-key-1"):
+    for secret in ("push-token-1-0123456789", "push-token-2-0123456789", "admin-token-1-0123456789", "hmac-key-1", "webhook-secret"):
         assert secret not in text
-    assert data["server"]["auth"]["tokens"] == ["<12 characters>", "<12 characters>"]
-    assert data["server"]["auth"]["admin_tokens"] == ["<13 characters>"]
+    assert data["server"]["auth"]["tokens"] == ["<23 characters>", "<23 characters>"]
+    assert data["server"]["auth"]["admin_tokens"] == ["<24 characters>"]
     assert data["server"]["auth"]["hmac_key"] == "<10 characters>"
     assert data["server"]["auth"]["allowed_ips"] == ["203.0.113.0/24", "127.0.0.1"]
     assert data["server"]["listen"] == "0.0.0.0:9443"
@@ -681,7 +688,7 @@ def test_redacted_keeps_settings(tmp_path: Path) -> None:
 
     config.redacted(settings)
 
-    assert settings.server.auth.tokens == ["push-token-1", "push-token-2"]
+    assert settings.server.auth.tokens == ["push-token-1-0123456789", "push-token-2-0123456789"]
     assert settings.server.auth.hmac_key == "hmac-key-1"
 
 
@@ -694,3 +701,40 @@ def test_redacted_without_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert auth["tokens"] == []
     assert auth["admin_tokens"] == []
     assert auth["hmac_key"] is None
+
+
+def test_secrets_from_files(tmp_path: Path) -> None:
+    """Tokens and the HMAC key can live in files beside a world-readable config."""
+    (tmp_path / "tokens").write_text("# push tokens\npush-token-from-file-1\n\npush-token-from-file-2\n")
+    (tmp_path / "hmac").write_text("hmac-key-from-file\n")
+    text = '[server.auth]\ntokens = ["inline-token-0123456789"]\ntokens_file = "tokens"\nhmac_key_file = "hmac"\n'
+
+    auth = config.load(write_config(tmp_path, text)).server.auth
+
+    assert auth.tokens == ["inline-token-0123456789", "push-token-from-file-1", "push-token-from-file-2"]
+    assert auth.hmac_key == "hmac-key-from-file"
+
+
+def test_secret_file_missing(tmp_path: Path) -> None:
+    """A secret file that cannot be read is a config error naming the key and the file."""
+    text = '[server.auth]\ntokens_file = "missing-tokens"\n'
+
+    with pytest.raises(ConfigError, match=r"server.auth.tokens_file: cannot read .*missing-tokens"):
+        config.load(write_config(tmp_path, text))
+
+
+def test_secrets_from_environment(tmp_path: Path) -> None:
+    """Secrets in the environment replace those of the file."""
+    environ = {"HOTFOLDER_FEEDER_TOKENS": "env-token-a-0123456789, env-token-b-0123456789", "HOTFOLDER_FEEDER_HMAC_KEY": "env-hmac"}
+    raw = {"server": {"auth": {"tokens": ["file-token-0123456789"]}}}
+
+    auth = config.build(raw, base=tmp_path, source="test", environ=environ).server.auth
+
+    assert auth.tokens == ["env-token-a-0123456789", "env-token-b-0123456789"]
+    assert auth.hmac_key == "env-hmac"
+
+
+def test_short_token_rejected(tmp_path: Path) -> None:
+    """A token shorter than 16 characters is rejected with advice on making one."""
+    with pytest.raises(ConfigError, match=r"server.auth.tokens: a token of 6 characters is too easy to guess"):
+        config.build({"server": {"auth": {"tokens": ["secret"]}}}, base=tmp_path, source="test")

@@ -36,7 +36,7 @@ async def make_fetcher() -> AsyncIterator[MakeFetcher]:
     sessions = []
 
     def make(**overrides: Any) -> Fetcher:
-        settings = DownloadSettings(**{"allow_private_networks": True, **overrides})
+        settings = DownloadSettings(**{"allow_http": True, "allow_private_networks": True, **overrides})
         session = fetch.make_session(settings)
         sessions.append(session)
         return Fetcher(session, settings)
