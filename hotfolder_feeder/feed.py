@@ -42,7 +42,7 @@ class PrinterFeed:
         self.journal = journal
         self.wake = asyncio.Event()
         self.identity: Identity | None = None
-        self.mode = printer.watch
+        self.mode: str = printer.watch
         self.outage: str | None = None
         self.paused = False
         self.rip_offline = False
@@ -136,13 +136,12 @@ class PrinterFeed:
         if reason is not None:
             self._enter_outage(reason)
             return False
-        first_contact = self.identity is None
-        if not first_contact and identity is not None and identity.inode != self.identity.inode:
+        assert identity is not None
+        previous, self.identity = self.identity, identity
+        if previous is not None and identity.inode != previous.inode:
             # The folder was made anew at the same path: inotify still watches the old one.
             await self._stop_watcher()
-        self.identity = identity
-        if first_contact:
-            assert identity is not None
+        if previous is None:
             self.mode = watch_mode(self.printer, identity.fstype)
             await asyncio.to_thread(handoff.prepare_staging, self.printer)
         if self.outage is not None:
@@ -349,4 +348,5 @@ class PrinterFeed:
 
 def _holds_its_place(row: sqlite3.Row) -> bool:
     """A queued file still on its first download keeps the files behind it waiting."""
-    return row["state"] == journal.DOWNLOADING or (row["state"] == journal.PENDING and row["attempts"] == 0)
+    state, attempts = str(row["state"]), int(row["attempts"])
+    return state == journal.DOWNLOADING or (state == journal.PENDING and attempts == 0)

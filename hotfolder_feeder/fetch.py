@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import aiohttp
+from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
@@ -86,7 +87,7 @@ class GuardedResolver(ThreadedResolver):
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[dict[str, Any]]:
+    ) -> list[ResolveResult]:
         results = await super().resolve(host, port, family)
         allowed = [result for result in results if not refused_address(result["host"], self._exceptions)]
         if not allowed:
@@ -336,6 +337,7 @@ class _Sink:
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         head = b""
+        file: BinaryIO
         if offset:
             file = path.open("r+b")
             head = _hash_existing(file, offset, digest)

@@ -84,7 +84,7 @@ def list_files(hotfolder: Path) -> set[str]:
 
 def remove_orphans(printer: PrinterSettings, keep: set[int]) -> list[str]:
     """Delete staging files whose delivery is no longer being worked on; return their names."""
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(os.scandir(printer.staging_dir))
     except FileNotFoundError:

@@ -538,7 +538,7 @@ class Journal:
             row = self._db.execute(
                 "SELECT MAX(picked_up_at) FROM deliveries WHERE printer = ?", (printer,)
             ).fetchone()
-            return row[0]
+            return None if row[0] is None else float(row[0])
 
         return await self._run(read)
 
