@@ -7,6 +7,7 @@ client gave it, and the address the request came from.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,11 @@ async def reprint(daemon: Daemon, job_id: int, item_id: int | None, actor: str) 
 
 async def cancel(daemon: Daemon, job_id: int, actor: str) -> dict[str, Any]:
     """Drop a job's waiting deliveries and recall its files that the RIP has not taken."""
-    dropped, delivered = await daemon.journal.cancel(job_id)
+    # Hold every feed's lock, so no hand-off of this job is half done while it is cancelled.
+    async with contextlib.AsyncExitStack() as locks:
+        for feed in daemon.feeds.values():
+            await locks.enter_async_context(feed.lock)
+        dropped, delivered = await daemon.journal.cancel(job_id)
     await daemon.cancel_downloads({row["id"] for row in dropped if row["state"] == journal.DOWNLOADING})
     for row in dropped:
         if row["printer"] in daemon.feeds:

@@ -50,7 +50,7 @@ class PrinterFeed:
         self.last_pickup_at: float | None = None
         self._notifier = notifier
         self._on_jobs_changed = on_jobs_changed
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()
         self._watcher: NativeWatcher | None = None
         self._task: asyncio.Task[None] | None = None
         self._waiting_on_names: set[str] = set()
@@ -94,11 +94,7 @@ class PrinterFeed:
                 await self.run_pass(full=woken or self._reconcile_due())
             except Exception:
                 log.exception("feed_pass_failed", printer=self.name)
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout=self.printer.poll_interval)
-                woken = True
-            except TimeoutError:
-                woken = False
+            woken = await wait_for_wake(self.wake, self.printer.poll_interval)
             self.wake.clear()
 
     def _reconcile_due(self) -> bool:
@@ -113,7 +109,7 @@ class PrinterFeed:
         The health check runs every poll interval whatever the watch mode, so an outage is seen
         as fast on a local folder as on a share.
         """
-        async with self._lock:
+        async with self.lock:
             if not await self._check_health():
                 return
             self._ensure_watcher()
@@ -308,7 +304,7 @@ class PrinterFeed:
         They go to the `recalled` folder beside staging, on the same filesystem, so the move is
         an atomic rename. A file already gone was taken by the RIP and counts as picked up.
         """
-        async with self._lock:
+        async with self.lock:
             for row in rows:
                 folder = self.printer.staging_dir / "recalled" / f"{row['job_id']}-{row['id']}"
                 target = folder / row["name"]
@@ -344,6 +340,20 @@ class PrinterFeed:
             "last_scan_at": self.last_pass_at,
         }
 
+
+
+async def wait_for_wake(wake: asyncio.Event, timeout: float) -> bool:
+    """Wait until `wake` is set or `timeout` passes; return whether it was set.
+
+    `asyncio.timeout` rather than `wait_for`: on Python 3.11, `wait_for` swallows a cancellation
+    that arrives as the event is set, so a stop could be missed and the shutdown hang.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await wake.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 def _holds_its_place(row: sqlite3.Row) -> bool:

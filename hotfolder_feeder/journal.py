@@ -505,7 +505,11 @@ class Journal:
 
         def write(db: sqlite3.Connection) -> int:
             now = time.time()
-            query = "SELECT * FROM deliveries WHERE job_id = ? AND state IN (?, ?, ?) AND printer IS NOT NULL"
+            # Originals only: each earlier reprint is a copy of one, not a file of its own.
+            query = (
+                "SELECT * FROM deliveries WHERE job_id = ? AND state IN (?, ?, ?) "
+                "AND printer IS NOT NULL AND instr(key, '#reprint') = 0"
+            )
             parameters: tuple[Any, ...] = (job_id, DELIVERED, PICKED_UP, CANCELLED)
             if item_id is not None:
                 query += " AND item_id = ?"

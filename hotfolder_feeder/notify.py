@@ -56,7 +56,7 @@ class Webhook:
             return
         if self._queue.full():
             dropped = self._queue.get_nowait()
-            log.warning("notification_dropped", url=self._public_url, event=dropped["event"], reason="queue full")
+            log.warning("notification_dropped", url=self._public_url, notification=dropped["event"], reason="queue full")
         self._queue.put_nowait(event)
 
     async def _run(self) -> None:
@@ -75,11 +75,11 @@ class Webhook:
             if error is None:
                 return
             if attempt == maximum:
-                log.warning("notification_failed", url=self._public_url, event=event["event"], error=error, attempts=attempt)
+                log.warning("notification_failed", url=self._public_url, notification=event["event"], error=error, attempts=attempt)
                 return
             delay = backoff_delay(attempt, None, BACKOFF_MAX)
             log.info(
-                "notification_retry", url=self._public_url, event=event["event"], error=error,
+                "notification_retry", url=self._public_url, notification=event["event"], error=error,
                 attempt=attempt, attempts_left=maximum - attempt, retry_in=round(delay, 2),
             )  # fmt: skip
             await asyncio.sleep(delay)

@@ -9,6 +9,7 @@ so a test can assert on it after the run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -257,10 +258,10 @@ class SimulatedRip:
             await self._scan()
 
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for, which on Python 3.11 can swallow a cancellation.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
 
     async def _scan(self) -> None:
         try:
