@@ -265,19 +265,50 @@ def run_push(arguments: argparse.Namespace) -> int:
 def run_status(arguments: argparse.Namespace) -> int:
     settings = load_settings(arguments)
     token = _token(arguments, settings.server.auth.admin_tokens or settings.server.auth.tokens)
-    status, answer = _call("GET", _base_url(arguments, settings) + "/api/printers", token)
-    if status != 200 or arguments.json:
+    status, answer = _call("GET", _base_url(arguments, settings) + "/api/floor", token)
+    if status != 200:
         print(json.dumps(answer, indent=2))
-        return EXIT_OK if status == 200 else EXIT_FAILED
-    rows = [
-        [p["name"], p["state"], p["watch"], *(str(p["counts"].get(s, 0)) for s in _COUNTED), p["outage"] or ""]
-        for p in answer["printers"]
-    ]
-    print(_table(["printer", "state", "watch", *_COUNTED, "outage"], rows))
+        return EXIT_FAILED
+    if arguments.json:
+        print(json.dumps({"printers": answer["printers"], "totals": answer["totals"]}, indent=2))
+        return EXIT_OK
+
+    print(_table(_STATUS_HEADER, [_status_row(printer) for printer in answer["printers"]]))
+    totals = answer["totals"]
+    print(
+        f"\n{totals['online']} of {totals['printers']} printers online, {totals['waiting']} files waiting, "
+        f"{totals['queued']} queued, {totals['stalled']} stalled, {totals['failed']} failed"
+    )
     return EXIT_OK
 
 
-_COUNTED = ("pending", "downloading", "staged", "delivered", "picked_up", "failed")
+_STATUS_HEADER = ["printer", "state", "waiting", "staged", "queued", "taken 1h", "oldest", "stalled", "outage"]
+
+
+def _status_row(printer: dict[str, Any]) -> list[str]:
+    """Format one printer of GET /api/floor; `waiting` shows the feed limit when there is one."""
+    waiting = str(printer["waiting"]) + (f"/{printer['max_waiting']}" if printer["max_waiting"] else "")
+    oldest = printer["oldest_waiting"]
+    return [
+        printer["name"], printer["state"], waiting, str(printer["staged"]), str(printer["queued"]),
+        str(printer["taken_last_hour"]), _age(oldest["age_seconds"]) if oldest else "-",
+        str(printer["stalled"]), printer["outage"] or "",
+    ]  # fmt: skip
+
+
+def _age(seconds: float) -> str:
+    """Format a duration as the two largest units: `45s`, `12m05s`, `3h05m`, `2d04h`."""
+    whole = int(seconds)
+    minutes, second = divmod(whole, 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    if days:
+        return f"{days}d{hour:02d}h"
+    if hours:
+        return f"{hours}h{minute:02d}m"
+    if minutes:
+        return f"{minutes}m{second:02d}s"
+    return f"{second}s"
 
 
 def run_jobs(arguments: argparse.Namespace) -> int:

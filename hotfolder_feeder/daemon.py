@@ -19,11 +19,12 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from . import fetch, handoff, journal, server
+from . import fetch, floor_view, handoff, journal, server, systemd
 from .config import Settings, split_listen
 from .errors import ConfigError, PermanentFetchError, TransientFetchError
-from .feed import PrinterFeed
+from .feed import PrinterFeed, wait_for_wake
 from .journal import AddResult, Journal, NewDelivery
+from .metrics import Metrics
 from .notify import Notifier
 from .kornitx import Job, PlannedDelivery, parse_job, plan
 from .naming import file_name
@@ -51,6 +52,9 @@ class Daemon:
         self._wake = asyncio.Event()
         self.notifier = Notifier(settings.notify.webhooks)
         self._ssl_context: Any = None
+        self.metrics = Metrics()
+        self.floor = floor_view.FloorView()
+        self._systemd = systemd.ServiceNotifier()
 
     # Start-up
 
@@ -58,6 +62,7 @@ class Daemon:
         """Open the journal, recover, start the printers and downloads, then listen."""
         _check_listen_is_safe(self.settings)
         self.journal = await Journal.open(self.settings.storage.state_dir / "journal.sqlite3")
+        await self.metrics.attach(self.journal)
         staged = await self.journal.recover()
         paused = await self.journal.paused_printers()
         await self.notifier.start()
@@ -74,6 +79,10 @@ class Daemon:
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
         await self._listen()
         log.info("daemon_started", url=self.listen_url, printers=list(self.feeds))
+        await self._systemd.ready(lambda: floor_view.status_line(self), self._dispatcher_alive)
+
+    def _dispatcher_alive(self) -> bool:
+        return self._dispatcher is not None and not self._dispatcher.done()
 
     async def _listen(self) -> None:
         host, port = split_listen(self.settings.server.listen)
@@ -163,8 +172,7 @@ class Daemon:
                 await self._dispatch()
             except sqlite3.Error as error:
                 log.error("dispatch_failed", error=str(error))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=DISPATCH_INTERVAL)
+            await wait_for_wake(self._wake, DISPATCH_INTERVAL)
             self._wake.clear()
 
     async def _dispatch(self) -> None:
@@ -196,6 +204,7 @@ class Daemon:
             log.exception("download_crashed", **context)
             await self._retry_later(row["id"], staging, TransientFetchError(repr(error)), attempts, context)
         else:
+            self.metrics.record_download(result.size - result.resumed_from, result.seconds)
             if not await self.journal.mark_staged(row["id"], attempts, str(staging), result.size, result.sha256):
                 await asyncio.to_thread(fetch.discard_staging, staging)
                 return
@@ -215,6 +224,7 @@ class Daemon:
         delay = fetch.backoff_delay(attempts, error.retry_after, self.settings.download.backoff_max)
         if not await self.journal.mark_retry(delivery_id, attempts, str(error), "download_retry", time.time() + delay):
             return
+        self.metrics.record_retry(error)
         log.warning(
             "download_retry", **context, error=str(error), attempt=attempts,
             attempts_left=maximum - attempts, retry_in=round(delay, 2),
@@ -272,6 +282,9 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stop in order, so that nothing acknowledged is lost and nothing is left half-done."""
+        # systemd hears of the stop first, so the grace period below is not mistaken for a hang.
+        await self._systemd.stopping()
+
         # Stop taking pushes first: anything answered from here on would race the shutdown.
         if self._runner is not None:
             await self._runner.cleanup()

@@ -352,7 +352,8 @@ async def wait_for_wake(wake: asyncio.Event, timeout: float) -> bool:
         async with asyncio.timeout(timeout):
             await wake.wait()
     except TimeoutError:
-        return False
+        # Set just as the time ran out: still a wake-up, or the caller's clear() would lose it.
+        return wake.is_set()
     return True
 
 

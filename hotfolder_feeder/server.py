@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
-from . import actions, kornitx
+from . import actions, kornitx, metrics
 from .auth import Gate
 from .errors import PayloadError
 
@@ -29,7 +31,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_app(daemon: Daemon) -> web.Application:
     settings = daemon.settings.server
     app = web.Application(
-        client_max_size=settings.max_body_size, middlewares=[_json_errors], handler_args={"access_log": None}
+        client_max_size=settings.max_body_size,
+        middlewares=[metrics.push_counter(daemon.metrics, settings.path), _json_errors],
+        handler_args={"access_log": None},
     )
     app[DAEMON_KEY] = daemon
     app[GATE_KEY] = Gate(settings.auth)
@@ -41,7 +45,10 @@ def create_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/api/jobs/{job_id}/{action:retry|reprint|cancel|prioritize}", job_action)
     app.router.add_get("/api/printers", list_printers)
     app.router.add_post("/api/printers/{printer}/{action:pause|resume}", printer_action)
+    app.router.add_get("/api/floor", floor)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/", dashboard)
+    app.router.add_get("/static/{name}", static_file)
     return app
 
 
@@ -261,8 +268,48 @@ async def list_printers(request: web.Request) -> web.Response:
     return web.json_response({"printers": await request.app[DAEMON_KEY].printers()})
 
 
+async def floor(request: web.Request) -> web.Response:
+    """Return everything the floor dashboard shows; `?q=` narrows the jobs to a search."""
+    _authorize(request, read_only=True)
+    daemon = request.app[DAEMON_KEY]
+    return web.json_response(await daemon.floor.read(daemon, request.query.get("q", "")[:200]))
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    _authorize(request, read_only=True)
+    daemon = request.app[DAEMON_KEY]
+    return web.Response(body=await daemon.metrics.render(daemon), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+# The dashboard is static: it reads /api/floor with the token the operator gives it.
+STATIC_TYPES = {"dashboard.html": "text/html", "dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+STATIC_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+}
+
+
 async def dashboard(request: web.Request) -> web.Response:
-    return web.Response(text=DASHBOARD, content_type="text/html")
+    return _static("dashboard.html")
+
+
+async def static_file(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in STATIC_TYPES:
+        raise web.HTTPNotFound(text=f"no static file {name[:100]!r}")
+    return _static(name)
+
+
+def _static(name: str) -> web.Response:
+    return web.Response(
+        body=_static_bytes(name), content_type=STATIC_TYPES[name], charset="utf-8", headers=STATIC_HEADERS
+    )
+
+
+@functools.cache
+def _static_bytes(name: str) -> bytes:
+    return resources.files("hotfolder_feeder").joinpath("static", name).read_bytes()
 
 
 def _job_id(request: web.Request) -> int:
@@ -321,23 +368,3 @@ def _delivery(row: dict[str, Any]) -> dict[str, Any]:
         "delivered_at": iso_time(row["delivered_at"]),
         "picked_up_at": iso_time(row["picked_up_at"]),
     }
-
-
-DASHBOARD = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>hotfolder-feeder</title>
-<style>body{font:18px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse}
-td,th{padding:.3em .8em;border-bottom:1px solid #ccc;text-align:left}</style></head>
-<body><h1>hotfolder-feeder</h1><div id="printers"></div><h2>Jobs</h2><div id="jobs"></div>
-<script>
-async function get(path){const r=await fetch(path);return r.ok?r.json():{}}
-function row(cells){return "<tr>"+cells.map(c=>"<td>"+String(c??"").replace(/</g,"&lt;")+"</td>").join("")+"</tr>"}
-async function refresh(){
- const p=await get("/api/printers");const j=await get("/api/jobs");
- document.getElementById("printers").innerHTML="<table><tr><th>printer</th><th>state</th><th>watch</th><th>waiting</th><th>picked up</th></tr>"+
-  (p.printers||[]).map(x=>row([x.name,x.outage?"outage: "+x.outage:x.state,x.watch,(x.counts.delivered||0),(x.counts.picked_up||0)])).join("")+"</table>";
- document.getElementById("jobs").innerHTML="<table><tr><th>job</th><th>state</th><th>received</th><th>deliveries</th></tr>"+
-  (j.jobs||[]).map(x=>row([x.id,x.state,x.received_at,JSON.stringify(x.counts)])).join("")+"</table>";
-}
-refresh();setInterval(refresh,2000);
-</script></body></html>
-"""
