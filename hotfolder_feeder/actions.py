@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from aiohttp import web
 
 from . import fetch, handoff, journal
 
@@ -30,6 +31,9 @@ async def retry(daemon: Daemon, job_id: int, actor: str) -> dict[str, Any]:
 async def reprint(daemon: Daemon, job_id: int, item_id: int | None, actor: str) -> dict[str, Any]:
     """Write a job's files (or one item's) again, on purpose, as new deliveries."""
     count = await daemon.journal.reprint(job_id, item_id)
+    if count == 0:
+        what = f"item {item_id} of job {job_id}" if item_id is not None else f"job {job_id}"
+        raise web.HTTPNotFound(text=f"{what} has no file written to a hot folder yet; nothing to reprint")
     detail = f"{count} deliveries" + (f" of item {item_id}" if item_id is not None else "")
     await daemon.journal.record_action("reprint", actor, job_id=job_id, detail=detail)
     daemon.wake_dispatcher()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .config import Settings
-from .daemon import _check_listen_is_safe
+from .daemon import _check_listen_is_safe, _ssl_context
 from .errors import ConfigError
 from .watch import mount_of, watch_mode
 
@@ -21,6 +21,10 @@ def check_settings(settings: Settings, out: TextIO) -> int:
     except ConfigError as error:
         problems += _problem(out, str(error))
     problems += _check_folder(out, "state_dir", settings.storage.state_dir, create=True)
+    try:
+        _ssl_context(settings)
+    except ConfigError as error:
+        problems += _problem(out, str(error))
 
     for printer in settings.printers:
         out.write(f"printer {printer.name}: hot folder {printer.hotfolder}\n")

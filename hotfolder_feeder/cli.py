@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -21,6 +23,7 @@ import structlog
 
 from . import __version__, config, logs
 from .config import Settings
+from .auth import SIGNATURE_HEADER
 from .errors import ConfigError
 
 EXIT_OK = 0
@@ -82,12 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.set_defaults(run=run_jobs)
 
     retry = commands.add_parser("retry", help="put the failed deliveries of a job back to pending")
-    retry.add_argument("job_id", type=int)
+    retry.add_argument("job_id", type=int, help="the KornitX job id")
     _add_client(retry)
     retry.set_defaults(run=run_job_action, action="retry")
 
     reprint = commands.add_parser("reprint", help="write a job's files into the hot folder again")
-    reprint.add_argument("job_id", type=int)
+    reprint.add_argument("job_id", type=int, help="the KornitX job id")
     reprint.add_argument("--item", type=int, dest="item_id", help="reprint only this item (its id in the job)")
     _add_client(reprint)
     reprint.set_defaults(run=run_job_action, action="reprint")
@@ -95,12 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser(
         "cancel", help="drop a job's waiting files and recall those the RIP has not taken"
     )
-    cancel.add_argument("job_id", type=int)
+    cancel.add_argument("job_id", type=int, help="the KornitX job id")
     _add_client(cancel)
     cancel.set_defaults(run=run_job_action, action="cancel")
 
     prioritize = commands.add_parser("prioritize", help="move a job ahead of the others waiting")
-    prioritize.add_argument("job_id", type=int)
+    prioritize.add_argument("job_id", type=int, help="the KornitX job id")
     prioritize.add_argument(
         "--priority", type=int, help="set this priority (higher goes first; default: ahead of all)"
     )
@@ -219,8 +222,10 @@ def _token(arguments: argparse.Namespace, accepted: list[str]) -> str | None:
     return arguments.token or os.environ.get(TOKEN_ENV) or (accepted[0] if accepted else None)
 
 
-async def _request(method: str, url: str, token: str | None, body: bytes | None = None) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json", "X-Operator": _operator()}
+async def _request(
+    method: str, url: str, token: str | None, body: bytes | None = None, extra: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json", "X-Operator": _operator(), **(extra or {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     timeout = aiohttp.ClientTimeout(total=60)
@@ -241,9 +246,11 @@ def _operator() -> str:
         return "unknown"
 
 
-def _call(method: str, url: str, token: str | None, body: bytes | None = None) -> tuple[int, Any]:
+def _call(
+    method: str, url: str, token: str | None, body: bytes | None = None, extra: dict[str, str] | None = None
+) -> tuple[int, Any]:
     try:
-        return asyncio.run(_request(method, url, token, body))
+        return asyncio.run(_request(method, url, token, body, extra))
     except aiohttp.ClientError as error:
         print(f"hotfolder-feeder: cannot reach the daemon at {url}: {error}; is it running?", file=sys.stderr)
         raise SystemExit(EXIT_FAILED) from None
@@ -257,7 +264,10 @@ def run_push(arguments: argparse.Namespace) -> int:
         print(f"hotfolder-feeder: cannot read {arguments.file}: {error.strerror}", file=sys.stderr)
         return EXIT_USAGE
     url = arguments.url or _base_url(arguments, settings) + settings.server.path
-    status, answer = _call("POST", url, _token(arguments, settings.server.auth.tokens), body)
+    key = settings.server.auth.hmac_key
+    # Signed as the platform signs it, so a daemon that checks signatures accepts the push.
+    signature = {SIGNATURE_HEADER: hmac.new(key.encode(), body, hashlib.sha256).hexdigest()} if key else None
+    status, answer = _call("POST", url, _token(arguments, settings.server.auth.tokens), body, signature)
     print(json.dumps(answer, indent=2))
     return EXIT_OK if status in (200, 202) else EXIT_FAILED
 
@@ -267,7 +277,7 @@ def run_status(arguments: argparse.Namespace) -> int:
     token = _token(arguments, settings.server.auth.admin_tokens or settings.server.auth.tokens)
     status, answer = _call("GET", _base_url(arguments, settings) + "/api/floor", token)
     if status != 200:
-        print(json.dumps(answer, indent=2))
+        _print_error(status, answer)
         return EXIT_FAILED
     if arguments.json:
         print(json.dumps({"printers": answer["printers"], "totals": answer["totals"]}, indent=2))
@@ -316,7 +326,10 @@ def run_jobs(arguments: argparse.Namespace) -> int:
     token = _token(arguments, settings.server.auth.admin_tokens or settings.server.auth.tokens)
     path = f"/api/jobs/{arguments.job_id}" if arguments.job_id is not None else "/api/jobs"
     status, answer = _call("GET", _base_url(arguments, settings) + path, token)
-    if status != 200 or arguments.json:
+    if status != 200 and not arguments.json:
+        _print_error(status, answer)
+        return EXIT_FAILED
+    if arguments.json:
         print(json.dumps(answer, indent=2))
         return EXIT_OK if status == 200 else EXIT_FAILED
     if arguments.job_id is None:
@@ -351,12 +364,34 @@ def _post_action(arguments: argparse.Namespace, path: str, options: dict[str, An
     token = _token(arguments, settings.server.auth.admin_tokens or settings.server.auth.tokens)
     body = json.dumps(options).encode()
     status, answer = _call("POST", _base_url(arguments, settings) + path, token, body)
-    print(json.dumps(answer, indent=2) if arguments.json or status != 200 else _describe(answer))
+    if arguments.json:
+        print(json.dumps(answer, indent=2))
+    elif status != 200:
+        _print_error(status, answer)
+    else:
+        print(_describe(answer))
     return EXIT_OK if status == 200 else EXIT_FAILED
 
 
+def _print_error(status: int, answer: Any) -> None:
+    reason = answer.get("reason") or answer.get("error") if isinstance(answer, dict) else answer
+    print(f"hotfolder-feeder: HTTP {status}: {reason}", file=sys.stderr)
+
+
+_OUTCOMES = {
+    "retried": "{} deliveries put back to pending",
+    "reprinted": "{} files to be written again",
+    "cancelled": "{} waiting deliveries cancelled",
+    "recalled": "{} files recalled from the hot folder",
+    "priority": "priority is now {}",
+}
+
+
 def _describe(answer: dict[str, Any]) -> str:
-    return ", ".join(f"{key} {value}" for key, value in answer.items())
+    if "paused" in answer:
+        return f"printer {answer['printer']} {'paused: it gets no new files' if answer['paused'] else 'resumed'}"
+    parts = [template.format(answer[key]) for key, template in _OUTCOMES.items() if key in answer]
+    return f"job {answer.get('job_id')}: " + "; ".join(parts)
 
 
 def _counts(counts: dict[str, int]) -> str:

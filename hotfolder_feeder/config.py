@@ -325,6 +325,7 @@ class Settings(_Table):
             raise ValueError(f"printer names must be unique, repeated: {', '.join(duplicates)}")
         if not self.printers:
             raise ValueError("at least one [[printers]] entry is needed")
+        _check_distinct_folders(self.printers)
         groups = {printer.group for printer in self.printers if printer.group}
         clashes = sorted(groups & set(names))
         if clashes:
@@ -355,6 +356,19 @@ class Settings(_Table):
 
     def group_spreads(self, group: str) -> bool:
         return any(settings.spread for settings in self.groups if settings.name == group)
+
+
+def _check_distinct_folders(printers: list[PrinterSettings]) -> None:
+    """Refuse two printers on one hot folder: each would take the other's files for its own."""
+    seen: dict[str, str] = {}
+    for printer in printers:
+        folder = os.path.normpath(printer.hotfolder)
+        if folder in seen:
+            raise ValueError(
+                f"printers {seen[folder]} and {printer.name} share hot folder {printer.hotfolder}; "
+                "give each printer its own"
+            )
+        seen[folder] = printer.name
 
 
 def _check_target(

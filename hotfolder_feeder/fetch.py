@@ -78,18 +78,18 @@ class GuardedResolver(ThreadedResolver):
 
     Checking the address actually connected to, rather than a separate look-up first, means a
     host name cannot resolve to a public address for the check and a private one for the request.
-    `exceptions` are networks that are allowed all the same, such as a floor's own artwork server.
+    `allowed` is the `allow_private_networks` setting: true, or networks allowed all the same.
     """
 
-    def __init__(self, exceptions: list[str]) -> None:
+    def __init__(self, allowed: bool | list[str]) -> None:
         super().__init__()
-        self._exceptions = exceptions
+        self._allowed = allowed
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await super().resolve(host, port, family)
-        allowed = [result for result in results if not refused_address(result["host"], self._exceptions)]
+        allowed = [result for result in results if not refused_address(result["host"], self._allowed)]
         if not allowed:
             raise PrivateAddressError(
                 f"artwork host {host} resolves only to private or loopback addresses; allow it "
@@ -105,20 +105,27 @@ def is_private_address(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
-def refused_address(address: str, exceptions: list[str]) -> bool:
-    """Return whether an address is private and in none of the allowed networks."""
-    if not is_private_address(address):
-        return False
+# Cloud instance metadata services: refused even with allow_private_networks = true, because an
+# artwork URL pointing there can only be an attack. Listing one explicitly allows it.
+METADATA_NETWORKS = ("169.254.169.254/32", "169.254.170.2/32", "fd00:ec2::254/128")
+
+
+def refused_address(address: str, allowed: bool | list[str]) -> bool:
+    """Return whether an artwork host's address is refused under `allow_private_networks`."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return not any(ip in ipaddress.ip_network(network, strict=False) for network in exceptions)
+    listed = isinstance(allowed, list) and any(ip in ipaddress.ip_network(n, strict=False) for n in allowed)
+    if any(ip in ipaddress.ip_network(network) for network in METADATA_NETWORKS):
+        return not listed
+    if not is_private_address(str(ip)):
+        return False
+    return not (allowed is True or listed)
 
 
 def make_session(settings: DownloadSettings) -> aiohttp.ClientSession:
     """Create the client session for artwork downloads; the caller owns and closes it."""
-    private = settings.allow_private_networks
-    resolver = None if private is True else GuardedResolver([] if private is False else private)
+    resolver = GuardedResolver(settings.allow_private_networks)
     connector = aiohttp.TCPConnector(
         limit=settings.concurrency,
         limit_per_host=settings.per_host,
@@ -151,7 +158,7 @@ class Fetcher:
             target = URL(url, encoded=True)
             self._check_url(target)
         except ValueError as error:
-            raise PermanentFetchError(f"invalid artwork URL {url[:200]!r}: {error}") from None
+            raise PermanentFetchError(f"invalid artwork URL: {error}") from None
         host = target.host or ""
         host_slots = self._host_slots.setdefault(host, asyncio.Semaphore(self._settings.per_host))
         async with self._slots, host_slots:
@@ -239,16 +246,13 @@ class Fetcher:
 
     def _refuses_literal(self, host: str) -> bool:
         """Check a host written as an address, which aiohttp connects to without resolving."""
-        private = self._settings.allow_private_networks
-        if private is True:
-            return False
-        exceptions = [] if private is False else private
+        allowed = self._settings.allow_private_networks
         try:
-            return refused_address(host.strip("[]"), exceptions)
+            return refused_address(host.strip("[]"), allowed)
         except ValueError:
             name = host.lower()
             local = name in ("localhost", "localhost.localdomain") or name.endswith(".localhost")
-            return local and not exceptions
+            return local and allowed is False
 
     def _check_size(self, expected: int | None, url: URL) -> None:
         limit = self._settings.max_file_size
@@ -486,5 +490,6 @@ def backoff_delay(attempt: int, retry_after: float | None, maximum: float) -> fl
 
 
 def _public(url: URL) -> str:
-    """Return a URL without its query string, which can carry a presigned credential."""
-    return str(url.with_query(None).with_fragment(None))
+    """Return a URL without credentials: no user or password, no query (presigned URLs carry
+    their signature there)."""
+    return str(url.with_user(None).with_query(None).with_fragment(None))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
@@ -24,17 +24,23 @@ MAX_ARTWORK_PER_ITEM = 100
 MAX_URLS = 20
 
 
+# SQLite stores 64-bit signed integers; a larger id could never be written to the journal.
+Id = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+# Free text is stored; longer than this is not a real description but a hostile body.
+Text = Annotated[StrictStr, Field(max_length=10_000)]
+
+
 class _Schema(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
 
 class Order(_Schema):
     id: Any = None
-    ref: StrictStr | None = None
-    external_ref: StrictStr | None = None
-    shipping_country_code: StrictStr | None = None
-    shipping_carrier: StrictStr | None = None
-    shipping_method: StrictStr | None = None
+    ref: Text | None = None
+    external_ref: Text | None = None
+    shipping_country_code: Text | None = None
+    shipping_carrier: Text | None = None
+    shipping_method: Text | None = None
 
 
 class ItemArtwork(_Schema):
@@ -46,18 +52,18 @@ class ItemArtwork(_Schema):
 
 
 class OrderItem(_Schema):
-    id: StrictInt
+    id: Id
     type: StrictInt | None = None
-    sku: StrictStr | None = None
-    mapped_sku: StrictStr | None = None
-    description: StrictStr | None = None
+    sku: Text | None = None
+    mapped_sku: Text | None = None
+    description: Text | None = None
     quantity: StrictInt | None = None
     artwork: list[ItemArtwork] | None = Field(None, max_length=MAX_ARTWORK_PER_ITEM)
 
 
 class Item(_Schema):
-    id: StrictInt
-    order_item_id: StrictInt
+    id: Id
+    order_item_id: Id
     batch_job_id: StrictInt | None = None
     series_number: StrictInt | None = None
     series_total: StrictInt | None = None
@@ -66,7 +72,7 @@ class Item(_Schema):
 
 
 class Job(_Schema):
-    id: StrictInt = Field(gt=0)
+    id: Annotated[StrictInt, Field(gt=0, le=2**63 - 1)]
     artwork: dict[str, list[StrictStr]] | None
     items: list[Item] = Field(max_length=MAX_ITEMS)
 

@@ -52,6 +52,19 @@ def create_app(daemon: Daemon) -> web.Application:
     return app
 
 
+def _check_body_headers(request: web.Request, limit: int) -> None:
+    """Refuse before reading: a declared size over the limit, or a compressed body.
+
+    aiohttp would inflate a gzip body before counting it against the limit, so a small
+    compressed body could make the daemon allocate hundreds of megabytes.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise web.HTTPUnsupportedMediaType(text=f"Content-Encoding {encoding[:50]!r} is not accepted; send the job uncompressed")
+
+
 class BodyError(ValueError):
     """Raised when a push body is not a JSON object that can be read at all."""
 
@@ -106,6 +119,12 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
             if header in error.headers:
                 response.headers[header] = error.headers[header]
         return response
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        # One JSON log line rather than aiohttp's multi-line traceback, which journald would split.
+        log.exception("request_failed", path=request.path, method=request.method)
+        return error_response(500, None, "internal error; the daemon logged it as request_failed")
 
 
 # Authentication
@@ -133,6 +152,7 @@ async def receive_job(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
     gate = request.app[GATE_KEY]
     gate.require_push(request)
+    _check_body_headers(request, daemon.settings.server.max_body_size)
     body = await request.read()
     gate.require_signature(request, body)
 
@@ -219,7 +239,10 @@ async def job_action(request: web.Request) -> web.Response:
     elif action == "cancel":
         result = await actions.cancel(daemon, job_id, actor)
     else:
-        result = await actions.prioritize(daemon, job_id, _optional_int(options, "priority"), actor)
+        priority = _optional_int(options, "priority")
+        if priority is not None and not -1000 <= priority <= 1000:
+            raise web.HTTPBadRequest(text=f"priority must be from -1000 to 1000, got {priority}")
+        result = await actions.prioritize(daemon, job_id, priority, actor)
     return web.json_response(result)
 
 

@@ -738,3 +738,11 @@ def test_short_token_rejected(tmp_path: Path) -> None:
     """A token shorter than 16 characters is rejected with advice on making one."""
     with pytest.raises(ConfigError, match=r"server.auth.tokens: a token of 6 characters is too easy to guess"):
         config.build({"server": {"auth": {"tokens": ["secret"]}}}, base=tmp_path, source="test")
+
+
+def test_shared_hotfolder_rejected(tmp_path: Path) -> None:
+    """Two printers on one hot folder are refused: each would take the other's files."""
+    raw = {"printers": [{"name": "a", "hotfolder": "hot"}, {"name": "b", "hotfolder": "./hot/"}], "routing": {"default": "a"}}
+
+    with pytest.raises(ConfigError, match="printers a and b share hot folder"):
+        config.build(raw, base=tmp_path, source="test")

@@ -527,14 +527,14 @@ async def test_pause_survives_restart(
     await wait_for_states(second.url, JOB_ID, ["delivered"])
 
     assert pause_code == 0, pause_output
-    assert pause_output.strip() == "printer printer-1, paused True"
+    assert pause_output.strip() == "printer printer-1 paused: it gets no new files"
     assert stop_code == 0
     assert status_code == 0, status_output
     assert re.search(r"^printer-1\s+paused\s", status_output, re.MULTILINE), status_output
     assert states(held) == ["pending"]
     assert held_files == []
     assert resume_code == 0, resume_output
-    assert resume_output.strip() == "printer printer-1, paused False"
+    assert resume_output.strip() == "printer printer-1 resumed"
     assert visible_files(hotfolder) == ["sleeve.png"]
 
 
@@ -684,7 +684,7 @@ async def test_cancel_cli_drops_pending(
     await wait_for_scans(url, "printer-1")
 
     assert code == 0, output
-    assert output.strip() == f"job_id {JOB_ID}, cancelled 2, recalled 0"
+    assert output.strip() == f"job {JOB_ID}: 2 waiting deliveries cancelled; 0 files recalled from the hot folder"
     assert job["state"] == "cancelled"
     assert states(job) == ["cancelled", "cancelled"]
     assert job["actions"][0]["action"] == "cancel"
@@ -716,7 +716,7 @@ async def test_reprint_cli_whole_job(
         )
 
     assert code == 0, output
-    assert output.strip() == f"job_id {JOB_ID}, reprinted 2"
+    assert output.strip() == f"job {JOB_ID}: 2 files to be written again"
     assert sorted(taken.name for taken in rip.taken) == sorted(names * 2)
     assert sorted(d["name"] for d in job["deliveries"]) == sorted(names * 2)
     assert job["state"] == "completed"
@@ -747,7 +747,7 @@ async def test_reprint_cli_one_item(
         await wait_for_scans(url, "printer-1")
 
     assert code == 0, output
-    assert output.strip() == f"job_id {JOB_ID}, reprinted 1"
+    assert output.strip() == f"job {JOB_ID}: 1 files to be written again"
     assert sorted(taken.name for taken in rip.taken) == sorted([*names, "back.png"])
     assert [d["item_id"] for d in job["deliveries"]].count(item_id) == 2
     assert job["actions"][0]["detail"] == f"1 deliveries of item {item_id}"
@@ -798,7 +798,7 @@ async def test_retry_cli_after_404_fixed(
 
     assert "404" in failed["deliveries"][0]["error"]
     assert code == 0, output
-    assert output.strip() == f"job_id {JOB_ID}, retried 1"
+    assert output.strip() == f"job {JOB_ID}: 1 deliveries put back to pending"
     assert job["state"] == "delivered"
     assert job["actions"][0]["action"] == "retry"
     assert job["actions"][0]["actor"] == f"{getpass.getuser()} from 127.0.0.1"
@@ -823,9 +823,9 @@ async def test_prioritize_cli_sets_priority(
     given, top = await read_job(url, 301), await read_job(url, 302)
 
     assert given_code == 0, given_output
-    assert given_output.strip() == "job_id 301, priority 7"
+    assert given_output.strip() == "job 301: priority is now 7"
     assert top_code == 0, top_output
-    assert top_output.strip() == "job_id 302, priority 8"
+    assert top_output.strip() == "job 302: priority is now 8"
     assert [d["priority"] for d in given["deliveries"]] == [7, 7]
     assert [d["priority"] for d in top["deliveries"]] == [8]
 

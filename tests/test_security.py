@@ -24,7 +24,7 @@ from hotfolder_feeder import config, kornitx
 from hotfolder_feeder.auth import MAX_FAILURES, FailureThrottle
 from hotfolder_feeder.daemon import Daemon
 from hotfolder_feeder.errors import ConfigError, PayloadError
-from hotfolder_feeder.fetch import Fetcher, PrivateAddressError, make_session
+from hotfolder_feeder.fetch import Fetcher, PrivateAddressError, make_session, refused_address
 from hotfolder_feeder.origin import ArtworkOrigin, Fault, FaultPlan
 
 PUSH = "push-token-0123456789abcdef"
@@ -419,3 +419,61 @@ def test_parser_mutated_example(path: tuple[Any, ...], replacement: Any) -> None
     else:
         for delivery in kornitx.plan(parsed):
             assert delivery.url.lower().startswith(("http://", "https://"))
+
+
+async def test_id_beyond_64_bits_422(start_daemon) -> None:
+    """An id SQLite cannot store gets 422 naming the field, not a 500."""
+    daemon = await start_daemon()
+    job = json.loads(json.dumps(EXAMPLE))
+    job["items"][1]["order_item_id"] = 2**64
+
+    status, answer = await _push(daemon, json.dumps(job).encode())
+
+    assert status == 422
+    assert answer["field"] == "$.items[1].order_item_id"
+
+
+async def test_compressed_body_415(start_daemon) -> None:
+    """A gzip body is refused before it is inflated, so it cannot blow up memory."""
+    daemon = await start_daemon()
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+
+    status, answer = await _push(daemon, b"\x1f\x8b" + b"\0" * 100, headers)
+
+    assert status == 415
+    assert "uncompressed" in answer["reason"]
+
+
+async def test_url_password_never_shown(start_daemon, origin: ArtworkOrigin) -> None:
+    """A password in an artwork URL appears neither in the delivery's error nor in its log line."""
+    daemon = await start_daemon()
+    url = origin.url("/missing.png").replace("http://", "http://user:hunter2-secret@")
+    job = {"id": 61, "artwork": None, "items": [{"id": 1, "order_item_id": 1, "order_item": {
+        "id": 1, "artwork": [{"name": "m.png", "clientUrl": url}]}}]}  # fmt: skip
+
+    await _push(daemon, json.dumps(job).encode())
+    failed = await wait_until(lambda: _failed_delivery(daemon, 61), 15, "the 404 recorded")
+
+    assert "404" in failed["error"]
+    assert "hunter2-secret" not in failed["error"]
+
+
+async def _failed_delivery(daemon: Daemon, job_id: int) -> dict[str, Any] | None:
+    job = await daemon.journal.job(job_id)
+    failed = [d for d in job["deliveries"] if d["state"] == "failed"] if job else []
+    return failed[0] if failed else None
+
+
+def test_metadata_refused_even_when_private_allowed() -> None:
+    """allow_private_networks = true still refuses cloud metadata addresses unless listed.
+
+    Checked on the address rule itself, so that a regression can never send a request there.
+    """
+    assert refused_address("169.254.169.254", True)
+    assert refused_address("::ffff:169.254.169.254", True)
+    assert refused_address("fd00:ec2::254", True)
+    assert not refused_address("169.254.169.254", ["169.254.169.254/32"])
+    assert not refused_address("192.168.10.20", True)
+    assert refused_address("192.168.10.20", False)
+    assert not refused_address("192.168.10.20", ["192.168.10.0/24"])
+    assert not refused_address("8.8.8.8", False)
