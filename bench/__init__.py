@@ -1,0 +1,1 @@
+"""Benchmarks of hotfolder-feeder against a curl script, run with `python bench/run.py`."""
