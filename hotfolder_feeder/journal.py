@@ -73,7 +73,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     UNIQUE (job_id, key)
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS deliveries_by_printer ON deliveries (printer, state);
+-- Covering indexes for the status API's counts, so they never read the delivery rows.
+CREATE INDEX IF NOT EXISTS deliveries_by_printer ON deliveries (printer, state, stalled);
+CREATE INDEX IF NOT EXISTS deliveries_by_job_state ON deliveries (job_id, state);
 CREATE TABLE IF NOT EXISTS transitions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     delivery_id INTEGER NOT NULL,
