@@ -6,6 +6,7 @@ id, pallet, artwork name, copies, X offset, Y offset. KornitX documents an offse
 in mm from a point on the pallet. Nothing in this module does I/O.
 """
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
@@ -55,6 +56,8 @@ _SETUP_ID = re.compile(r"[0-9]+")
 _EXTENSION = re.compile(r"[A-Za-z0-9]+")
 
 
+# Routing and naming both parse each name of a push; a push can carry 20,000 of them.
+@functools.lru_cache(maxsize=4096)
 def parse(name: str) -> QuickPName | None:
     """Parse a Quick P file name, or return None when the name does not have that shape.
 
@@ -132,6 +135,7 @@ _ALLOWED_PLACEHOLDERS = ", ".join("{" + field + "}" for field in _TEMPLATE_FIELD
 _TemplatePart = tuple[str, str | None, str | None, str | None]
 
 
+@functools.lru_cache(maxsize=256)
 def check_template(template: str) -> None:
     """Raise ValueError unless ``template`` is valid for render().
 
