@@ -74,7 +74,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, next_attempt_at);
 -- Covering indexes for the status API's counts, so they never read the delivery rows.
-CREATE INDEX IF NOT EXISTS deliveries_by_printer ON deliveries (printer, state, stalled);
+-- A journal from before this index kept a narrower one of the old name; it is replaced.
+DROP INDEX IF EXISTS deliveries_by_printer;
+CREATE INDEX IF NOT EXISTS deliveries_by_printer_state ON deliveries (printer, state, stalled);
 CREATE INDEX IF NOT EXISTS deliveries_by_job_state ON deliveries (job_id, state);
 CREATE TABLE IF NOT EXISTS transitions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
