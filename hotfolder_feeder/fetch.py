@@ -98,10 +98,16 @@ class GuardedResolver(ThreadedResolver):
         return allowed
 
 
-def is_private_address(address: str) -> bool:
+def _ip_of(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Parse an address without its IPv6 zone, reading an IPv4-mapped IPv6 address as IPv4."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+        return ip.ipv4_mapped
+    return ip
+
+
+def is_private_address(address: str) -> bool:
+    ip = _ip_of(address)
     return not ip.is_global or ip.is_multicast
 
 
@@ -112,9 +118,7 @@ METADATA_NETWORKS = ("169.254.169.254/32", "169.254.170.2/32", "fd00:ec2::254/12
 
 def refused_address(address: str, allowed: bool | list[str]) -> bool:
     """Return whether an artwork host's address is refused under `allow_private_networks`."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = _ip_of(address)
     listed = isinstance(allowed, list) and any(ip in ipaddress.ip_network(n, strict=False) for n in allowed)
     if any(ip in ipaddress.ip_network(network) for network in METADATA_NETWORKS):
         return not listed
@@ -397,7 +401,7 @@ def _check_head(head: bytes, ext: str) -> None:
 
 
 def validator_path(staging: Path) -> Path:
-    """The file beside a staging file that keeps the origin's ETag or Last-Modified for a resume."""
+    """Return the file beside a staging file that keeps the origin's ETag or Last-Modified."""
     return staging.with_name(staging.name + ".validator")
 
 
@@ -435,7 +439,7 @@ def _resume_offset(response: aiohttp.ClientResponse, offset: int) -> int:
         return 0
     content_range = response.headers.get("Content-Range", "")
     if not content_range.startswith(f"bytes {offset}-"):
-        raise StagingDiscarded(f"origin answered a resume at {offset} with {content_range!r}")
+        raise StagingDiscarded(f"origin sent Content-Range {content_range!r} for a resume at {offset}")
     return offset
 
 
@@ -456,7 +460,7 @@ def _raise_for_status(response: aiohttp.ClientResponse, url: URL) -> None:
     if status in TRANSIENT_STATUSES:
         raise TransientFetchError(message, retry_after=parse_retry_after(response.headers))
     if status == 416:
-        # A staging file left complete by a crash asks for a range past the end.
+        # A staging file left complete by a crash requests a range past the end.
         raise StagingDiscarded(f"{message}: the resume offset was refused, starting again")
     if 400 <= status < 500:
         raise PermanentFetchError(message)
@@ -464,7 +468,7 @@ def _raise_for_status(response: aiohttp.ClientResponse, url: URL) -> None:
 
 
 def parse_retry_after(headers: Any, now: Callable[[], float] = time.time) -> float | None:
-    """Return the seconds a `Retry-After` header asks for (seconds or an HTTP date), else None."""
+    """Return the seconds a `Retry-After` header requests (seconds or an HTTP date), else None."""
     value = headers.get("Retry-After")
     if not value:
         return None

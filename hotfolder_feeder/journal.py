@@ -8,7 +8,6 @@ every call hops to it, so SQLite never blocks the event loop and writes never in
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -805,7 +804,3 @@ def _log_transition(
         "INSERT INTO transitions (delivery_id, at, state, detail) VALUES (?, ?, ?, ?)",
         (delivery_id, at, state, detail),
     )
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

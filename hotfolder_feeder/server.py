@@ -105,7 +105,7 @@ def error_response(status: int, field: str | None, reason: str) -> web.Response:
 
 @web.middleware
 async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every error as JSON, so the platform and scripts can read it."""
+    """Return every error as a JSON response, so the platform and scripts can read it."""
     try:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
@@ -130,18 +130,9 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 # Authentication
 
 
-def _authorize(request: web.Request, accepted: object = None, read_only: bool = False) -> web.Response | None:
-    """Check an operators' API request; raises the HTTP error that rejects it.
-
-    Returns None so that handlers written as `if (rejection := _authorize(...))` keep working.
-    """
+def _authorize(request: web.Request, read_only: bool = False) -> None:
+    """Check an operators' API request; raises the HTTP error that rejects it."""
     request.app[GATE_KEY].require_operator(request, read_only=read_only)
-    return None
-
-
-def _admin_tokens(request: web.Request) -> list[str]:
-    auth = request.app[DAEMON_KEY].settings.server.auth
-    return auth.admin_tokens or auth.tokens
 
 
 # The push
@@ -196,18 +187,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    rejection = _authorize(request, read_only=True)
-    if rejection is not None:
-        return rejection
+    _authorize(request, read_only=True)
     limit = _int_query(request, "limit", 100)
     jobs = await request.app[DAEMON_KEY].journal.jobs(limit)
     return web.json_response({"jobs": [_job_summary(job) for job in jobs]})
 
 
 async def show_job(request: web.Request) -> web.Response:
-    rejection = _authorize(request, read_only=True)
-    if rejection is not None:
-        return rejection
+    _authorize(request, read_only=True)
     job_id = _job_id(request)
     job = await request.app[DAEMON_KEY].journal.job(job_id)
     if job is None:
@@ -222,9 +209,7 @@ async def show_job(request: web.Request) -> web.Response:
 
 async def job_action(request: web.Request) -> web.Response:
     """Run an operator action on a job: retry, reprint (optional item_id), cancel, prioritize."""
-    rejection = _authorize(request)
-    if rejection is not None:
-        return rejection
+    _authorize(request)
     job_id = _job_id(request)
     daemon = request.app[DAEMON_KEY]
     if not await daemon.journal.job_exists(job_id):
@@ -248,9 +233,7 @@ async def job_action(request: web.Request) -> web.Response:
 
 async def printer_action(request: web.Request) -> web.Response:
     """Pause or resume a printer."""
-    rejection = _authorize(request)
-    if rejection is not None:
-        return rejection
+    _authorize(request)
     daemon = request.app[DAEMON_KEY]
     printer = request.match_info["printer"]
     if printer not in daemon.feeds:
@@ -285,9 +268,7 @@ def _actor(request: web.Request) -> str:
 
 
 async def list_printers(request: web.Request) -> web.Response:
-    rejection = _authorize(request, read_only=True)
-    if rejection is not None:
-        return rejection
+    _authorize(request, read_only=True)
     return web.json_response({"printers": await request.app[DAEMON_KEY].printers()})
 
 
