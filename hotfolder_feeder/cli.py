@@ -132,7 +132,7 @@ def _add_client(parser: argparse.ArgumentParser) -> None:
     _add_config(parser)
     parser.add_argument("--server", help=f"the daemon's base URL (default: ${URL_ENV}, else from the config)")
     parser.add_argument("--token", help=f"API token (default: ${TOKEN_ENV}, else from the config)")
-    parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    parser.add_argument("--json", action="store_true", help="print the raw JSON response")
 
 
 def settings_source(arguments: argparse.Namespace) -> Path | None:

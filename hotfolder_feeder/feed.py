@@ -358,6 +358,6 @@ async def wait_for_wake(wake: asyncio.Event, timeout: float) -> bool:
 
 
 def _holds_its_place(row: sqlite3.Row) -> bool:
-    """A queued file still on its first download keeps the files behind it waiting."""
+    """Return whether a queued file on its first download keeps the files behind it waiting."""
     state, attempts = str(row["state"]), int(row["attempts"])
     return state == journal.DOWNLOADING or (state == journal.PENDING and attempts == 0)

@@ -85,7 +85,7 @@ class Webhook:
             await asyncio.sleep(delay)
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> str | None:
-        """Send once; return None on a 2xx answer, else what went wrong."""
+        """Send once; return None on a 2xx response, else a description of the failure."""
         try:
             async with self._session.post(self.settings.url, data=body, headers=headers, timeout=TIMEOUT) as response:
                 if 200 <= response.status < 300:

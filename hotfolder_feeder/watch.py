@@ -38,7 +38,7 @@ class Mount:
 
 @dataclass(frozen=True)
 class Identity:
-    """What a hot folder's filesystem was at start: compared on every scan."""
+    """Identity of a hot folder's filesystem, recorded at start and compared on every scan."""
 
     device: int
     inode: int
